@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -25,10 +26,8 @@ class EmbeddedRedis:
     def stop(self) -> None:
         """Ask for a clean shutdown (saves the RDB), then make sure the process is gone."""
         if self.process.poll() is None:
-            try:
+            with contextlib.suppress(Exception):  # already gone or refusing: terminate below
                 redis.Redis(unix_socket_path=str(self.socket)).shutdown(save=True)
-            except Exception:  # noqa: BLE001 - already gone or refusing: fall through to terminate
-                pass
             try:
                 self.process.wait(5)
             except subprocess.TimeoutExpired:
