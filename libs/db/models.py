@@ -116,8 +116,7 @@ class ContactList(Base):
     author_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     created_at: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    follows: Mapped[list[int]] = mapped_column(ARRAY(Integer))
-    deleted: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    follows: Mapped[list[str]] = mapped_column(ARRAY(Text))
 
 
 class Profile(Base):

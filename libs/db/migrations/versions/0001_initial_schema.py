@@ -69,8 +69,7 @@ def upgrade() -> None:
     sa.Column('author_id', sa.Integer(), nullable=False),
     sa.Column('created_at', sa.BigInteger(), nullable=False),
     sa.Column('event_id', sa.String(length=64), nullable=False),
-    sa.Column('follows', postgresql.ARRAY(sa.Integer()), nullable=False),
-    sa.Column('deleted', sa.Boolean(), server_default=sa.text('false'), nullable=False),
+    sa.Column('follows', postgresql.ARRAY(sa.Text()), nullable=False),
     sa.PrimaryKeyConstraint('author_id', 'created_at', 'event_id', name=op.f('pk_contact_lists'))
     )
     op.create_table('dirty_buckets',
