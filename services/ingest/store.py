@@ -464,7 +464,7 @@ def mark_dirty(conn: Connection, buckets: set[tuple[int, int]]) -> None:
 def _bump_counters(conn: Connection, result: BatchResult, now: int) -> None:
     conn.execute(
         text("INSERT INTO ingest_state (name, value) VALUES ('admitted', :a), ('duplicates', :d), ('rejected', :r), "
-             "('last_commit_at', :now) ON CONFLICT (name) DO UPDATE SET value = CASE WHEN ingest_state.name = "
+             "('last_commit_at', :now), ('commits', 1) ON CONFLICT (name) DO UPDATE SET value = CASE WHEN ingest_state.name = "
              "'last_commit_at' THEN GREATEST(ingest_state.value, EXCLUDED.value) "
              "ELSE ingest_state.value + EXCLUDED.value END"),
         {"a": result.count("admitted"), "d": result.count("duplicate"), "r": result.count("rejected"), "now": now},

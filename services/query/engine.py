@@ -1,0 +1,252 @@
+"""Executes windows: canonical (tiers + raw delta, per the planner) and legacy (raw scan only).
+
+Both paths share the raw-fact SQL (`FACT_COLUMNS`, the single definition of a metric over
+facts); the canonical path adds aggregate rows for the planned segments. A summary is a
+time series of one bucket, so the summary, the `kind` drilldown and the `time` drilldown
+all run through `compute_buckets`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from pyroaring import BitMap
+from sqlalchemy import Connection, text
+
+from libs.metrics import (
+    ENGAGEMENT_COLUMNS,
+    ENGAGEMENT_TYPES,
+    FACT_COLUMNS,
+    FACT_SETS,
+    TIER_BY_LABEL,
+    empty_columns,
+    kind_counts,
+    metrics_from_columns,
+)
+from services.query import context
+from services.query.planning.plan import TIERS, Plan, plan_window
+from services.query.planning.timeseries import time_buckets
+
+SET_COLUMNS = tuple(FACT_SETS)
+ALL_TIERS_COMPLETE = dict.fromkeys(TIERS, context.FAR_FUTURE)
+
+
+@dataclass
+class Part:
+    """Summed columns and exact distinct sets for one time bucket."""
+
+    cols: dict[str, int] = field(default_factory=empty_columns)
+    sets: dict[str, BitMap] = field(default_factory=lambda: {k: BitMap() for k in SET_COLUMNS})
+
+    def set_sizes(self) -> dict[str, int]:
+        return {k: len(v) for k, v in self.sets.items()}
+
+
+@dataclass
+class Execution:
+    """What was read: buckets per tier, raw facts scanned, ranges nothing could answer."""
+
+    tiers: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TIERS, 0))
+    raw_facts: int = 0
+    missing: list[tuple[int, int]] = field(default_factory=list)
+    raw_ranges: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def partial_reasons(self) -> list[str]:
+        return ["retention"] if self.missing else []
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Per time bucket: aggregate segments (tier, a, b) and raw ranges, as flat arrays for SQL."""
+
+    seg_tier: list[int]
+    seg_a: list[int]
+    seg_b: list[int]
+    seg_i: list[int]
+    raw_a: list[int]
+    raw_b: list[int]
+    raw_i: list[int]
+
+
+def plan_buckets(conn: Connection, target: int, buckets: Sequence[tuple[int, int]], legacy: bool,
+                 execution: Execution) -> Layout:
+    """Plan every bucket (canonical) or scan it raw (legacy); record the plan in `execution`."""
+    layout = Layout([], [], [], [], [], [], [])
+    if not buckets:
+        return layout
+    horizons = context.horizons(conn)
+    if legacy:
+        facts_horizon = horizons.get("facts", 0)
+        for i, (s, e) in enumerate(buckets):
+            if s < facts_horizon:
+                execution.missing.append((s, min(e, facts_horizon)))
+            layout.raw_a.append(s)
+            layout.raw_b.append(e)
+            layout.raw_i.append(i)
+            execution.raw_ranges.append((s, e))
+        return layout
+    dirty = context.dirty_sets(conn, target, buckets[0][0], buckets[-1][1])
+    for i, (s, e) in enumerate(buckets):
+        plan: Plan = plan_window(s, e, dirty, ALL_TIERS_COMPLETE, horizons)
+        for seg in plan.segments:
+            layout.seg_tier.append(int(TIER_BY_LABEL[seg.tier]))
+            layout.seg_a.append(seg.start)
+            layout.seg_b.append(seg.end)
+            layout.seg_i.append(i)
+        for a, b in plan.raw:
+            layout.raw_a.append(a)
+            layout.raw_b.append(b)
+            layout.raw_i.append(i)
+            execution.raw_ranges.append((a, b))
+        for tier, n in plan.buckets.items():
+            execution.tiers[tier] = execution.tiers.get(tier, 0) + n
+        execution.missing.extend(plan.missing)
+    return layout
+
+
+def _agg_sql(with_sets: bool) -> str:
+    cols = ", ".join(f"sum(g.{c})::bigint" for c in FACT_COLUMNS)
+    sets = "".join(f", array_agg(g.{c}) FILTER (WHERE g.{c} IS NOT NULL)" for c in SET_COLUMNS) if with_sets else ""
+    return (f"SELECT s.i, {cols}{sets} FROM unnest(CAST(:tier AS smallint[]), CAST(:a AS bigint[]), "
+            "CAST(:b AS bigint[]), CAST(:i AS int[])) AS s(tier, a, b, i) JOIN aggregates g ON g.target_id = :t "
+            "AND g.tier = s.tier AND g.bucket_start >= s.a AND g.bucket_start < s.b GROUP BY s.i")
+
+
+def _raw_sql(with_sets: bool) -> str:
+    cols = ", ".join(f"({sql})::bigint" for sql in FACT_COLUMNS.values())
+    sets = "".join(f", {sql}" for sql in FACT_SETS.values()) if with_sets else ""
+    return (f"SELECT r.i, {cols}{sets} FROM unnest(CAST(:a AS bigint[]), CAST(:b AS bigint[]), CAST(:i AS int[])) "
+            "AS r(a, b, i) JOIN facts f ON f.target_id = :t AND f.created_at >= r.a AND f.created_at < r.b "
+            "GROUP BY r.i")
+
+
+def compute_buckets(conn: Connection, target: int | None, buckets: Sequence[tuple[int, int]], legacy: bool,
+                    execution: Execution, with_sets: bool = True) -> list[Part]:
+    """Columns and distinct sets for each [start, end) bucket of one target."""
+    parts = [Part() for _ in buckets]
+    if target is None or not buckets:
+        return parts
+    layout = plan_buckets(conn, target, buckets, legacy, execution)
+    ncols = len(FACT_COLUMNS)
+    names = list(FACT_COLUMNS)
+    if layout.seg_i:
+        rows = conn.execute(text(_agg_sql(with_sets)), {
+            "t": target, "tier": layout.seg_tier, "a": layout.seg_a, "b": layout.seg_b, "i": layout.seg_i})
+        for row in rows:
+            part = parts[row[0]]
+            _add_cols(part, names, row[1 : 1 + ncols])
+            if with_sets:
+                for k, blobs in zip(SET_COLUMNS, row[1 + ncols :], strict=True):
+                    for blob in blobs or ():
+                        part.sets[k] |= BitMap.deserialize(bytes(blob))
+    if layout.raw_i:
+        rows = conn.execute(text(_raw_sql(with_sets)), {
+            "t": target, "a": layout.raw_a, "b": layout.raw_b, "i": layout.raw_i})
+        for row in rows:
+            part = parts[row[0]]
+            _add_cols(part, names, row[1 : 1 + ncols])
+            execution.raw_facts += int(row[1])
+            if with_sets:
+                for k, ids in zip(SET_COLUMNS, row[1 + ncols :], strict=True):
+                    if ids:
+                        part.sets[k] |= BitMap(i for i in ids if i is not None)
+    return parts
+
+
+def _add_cols(part: Part, names: list[str], values: Sequence[object]) -> None:
+    for name, value in zip(names, values, strict=True):
+        if value is not None:
+            part.cols[name] += int(value)  # type: ignore[call-overload]
+
+
+def followers_before(conn: Connection, target: int | None, t: int, legacy: bool, execution: Execution) -> int:
+    """followers.total at time t: every follow minus every unfollow with created_at < t."""
+    if target is None or t <= 0:
+        return 0
+    part = compute_buckets(conn, target, [(0, t)], legacy, Execution(), with_sets=False)[0]
+    return part.cols["follows"] - part.cols["unfollows"]
+
+
+def summary(conn: Connection, target: int | None, start: int, end: int, legacy: bool,
+            execution: Execution) -> dict[str, int]:
+    """Every metric of METRICS.md over [start, end)."""
+    part = compute_buckets(conn, target, [(start, end)], legacy, execution)[0]
+    base = followers_before(conn, target, start, legacy, execution)
+    total = base + part.cols["follows"] - part.cols["unfollows"]
+    return metrics_from_columns(part.cols, part.set_sizes(), total)
+
+
+def kinds(conn: Connection, target: int | None, start: int, end: int, legacy: bool,
+          execution: Execution) -> list[tuple[int, int]]:
+    """The `kind` drilldown: (kind, facts) sorted by count descending then kind, zeros omitted."""
+    part = compute_buckets(conn, target, [(start, end)], legacy, execution)[0]
+    counts = kind_counts(part.cols, part.set_sizes())
+    return sorted(((k, v) for k, v in counts.items() if v), key=lambda kv: (-kv[1], kv[0]))
+
+
+def series(conn: Connection, target: int | None, start: int, end: int, granularity: str, tz: ZoneInfo,
+           legacy: bool, execution: Execution) -> list[tuple[int, int, dict[str, int]]]:
+    """The `time` drilldown: (bucket start, end, metrics) per local-time bucket clipped to the window."""
+    buckets = [(b.start, b.end) for b in time_buckets(start, end, granularity, tz)]
+    parts = compute_buckets(conn, target, buckets, legacy, execution)
+    total = followers_before(conn, target, start, legacy, execution)
+    out = []
+    for (s, e), part in zip(buckets, parts, strict=True):
+        total += part.cols["follows"] - part.cols["unfollows"]
+        out.append((s, e, metrics_from_columns(part.cols, part.set_sizes(), total)))
+    return out
+
+
+def engagement(conn: Connection, target: int | None, start: int, end: int, dimension: str, sort_column: str,
+               limit: int, after: tuple[int, str] | None, legacy: bool,
+               execution: Execution) -> list[dict[str, object]]:
+    """`note` or `counterparty` rows, sorted by `sort_column` desc then key asc, keyset-paged."""
+    if target is None:
+        return []
+    layout = plan_buckets(conn, target, [(start, end)], legacy, execution)
+    by = "note_id" if dimension == "note" else "actor_id"
+    table = "note_aggregates" if dimension == "note" else "actor_aggregates"
+    cols = ", ".join(f"g.{c}" for c in ENGAGEMENT_COLUMNS)
+    raw_cols = ", ".join(f"({sql})::bigint" for sql in ENGAGEMENT_COLUMNS.values())
+    types = ", ".join(str(int(t)) for t in ENGAGEMENT_TYPES)
+    parts = [
+        f"SELECT g.{by} AS k, {cols} FROM unnest(CAST(:tier AS smallint[]), CAST(:sa AS bigint[]), "
+        f"CAST(:sb AS bigint[])) AS s(tier, a, b) JOIN {table} g ON g.target_id = :t AND g.tier = s.tier "
+        "AND g.bucket_start >= s.a AND g.bucket_start < s.b",
+        f"SELECT f.{by} AS k, {raw_cols} FROM unnest(CAST(:ra AS bigint[]), CAST(:rb AS bigint[])) AS r(a, b) "
+        f"JOIN facts f ON f.target_id = :t AND f.created_at >= r.a AND f.created_at < r.b "
+        f"WHERE f.fact_type IN ({types}) AND f.{by} IS NOT NULL GROUP BY f.{by}",
+    ]
+    sums = ", ".join(f"sum(p.{c})::bigint AS {c}" for c in ENGAGEMENT_COLUMNS)
+    if dimension == "note":
+        key, joins, extra, group = "n.note_key", "JOIN notes n ON n.id = p.k", ", n.deleted", ", n.deleted"
+    else:
+        key = "pk.pubkey"
+        joins = "JOIN pubkeys pk ON pk.id = p.k LEFT JOIN profiles pr ON pr.pubkey = pk.pubkey"
+        extra, group = ", pr.display_name", ", pr.display_name"
+    metric_sql = f"sum(p.{sort_column})"
+    having = " + ".join(f"sum(p.{c})" for c in ENGAGEMENT_COLUMNS) + " > 0"
+    params: dict[str, object] = {
+        "t": target, "tier": layout.seg_tier, "sa": layout.seg_a, "sb": layout.seg_b,
+        "ra": layout.raw_a, "rb": layout.raw_b, "lim": limit + 1,
+    }
+    if after is not None:
+        having += f" AND ({metric_sql} < :av OR ({metric_sql} = :av AND {key} > :ak))"
+        params["av"], params["ak"] = after
+    sql = (f"SELECT {key} AS key{extra}, {sums} FROM ({' UNION ALL '.join(parts)}) p {joins} "
+           f"GROUP BY {key}{group} HAVING {having} ORDER BY {metric_sql} DESC, {key} ASC LIMIT :lim")
+    rows = conn.execute(text(sql), params).mappings().all()
+    if layout.raw_i or layout.raw_a:
+        execution.raw_facts += _count_raw(conn, target, layout)
+    return [dict(r) for r in rows]
+
+
+def _count_raw(conn: Connection, target: int, layout: Layout) -> int:
+    row = conn.execute(
+        text("SELECT count(*) FROM unnest(CAST(:a AS bigint[]), CAST(:b AS bigint[])) AS r(a, b) "
+             "JOIN facts f ON f.target_id = :t AND f.created_at >= r.a AND f.created_at < r.b"),
+        {"t": target, "a": layout.raw_a, "b": layout.raw_b}).first()
+    return int(row[0]) if row else 0

@@ -1,0 +1,139 @@
+"""Request handling shared by the gRPC handlers: validation, path choice, freshness, errors."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import grpc
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
+
+from canal.common.v1 import types_pb2
+from libs.metrics import ENGAGEMENT_METRICS, METRIC_NAMES
+from libs.nostr.bech32 import parse_pubkey
+from libs.rpc import CanalError
+from services.query import context
+from services.query.engine import Execution
+from services.query.planning.errors import PlanningError
+from services.query.planning.plan import estimate_cost, plan_window
+from services.query.planning.windows import Window, resolve_window
+
+DIMENSIONS = ("note", "counterparty", "kind", "time")
+GRANULARITIES = ("minute", "hour", "day", "week", "month")
+SORT_COLUMNS = {v: k for k, v in ENGAGEMENT_METRICS.items()}
+
+
+def pubkey_of(value: str) -> str:
+    """64 lowercase hex or npub, else INVALID_PUBKEY."""
+    try:
+        return parse_pubkey(value)
+    except ValueError as exc:
+        raise CanalError("INVALID_PUBKEY", str(exc) or "the pubkey is not valid",
+                         "Pass 64 lowercase hex characters or an npub1… string.", "pubkey") from exc
+
+
+def window_of(spec: types_pb2.WindowSpec) -> Window:
+    """Resolve rolling or custom windows (METRICS.md), raising INVALID_WINDOW with the field at fault."""
+    now = spec.now or int(time.time())
+    try:
+        return resolve_window(spec.window or None, spec.start or None, spec.end or None, now)
+    except PlanningError as exc:
+        raise as_canal_error(exc) from exc
+
+
+def metrics_of(names: list[str]) -> list[str]:
+    """The requested metric names (all when empty), UNKNOWN_METRIC for a name METRICS.md lacks."""
+    if not names:
+        return list(METRIC_NAMES)
+    unknown = [n for n in names if n not in METRIC_NAMES]
+    if unknown:
+        raise CanalError("UNKNOWN_METRIC", f"unknown metric {unknown[0]!r}",
+                         "Known metrics: " + ", ".join(METRIC_NAMES) + ".", "metrics")
+    return list(dict.fromkeys(names))
+
+
+def as_canal_error(exc: PlanningError) -> CanalError:
+    return CanalError(exc.code, exc.message, exc.hint, exc.field)
+
+
+def sort_column(dimension: str, metric: str) -> str:
+    """The engagement column a note/counterparty drilldown sorts by (zaps.msats by default)."""
+    if not metric:
+        return "zaps_msats"
+    if metric not in SORT_COLUMNS:
+        raise CanalError("UNKNOWN_METRIC", f"{dimension} drilldowns cannot sort by {metric!r}",
+                         "Sort by one of: " + ", ".join(SORT_COLUMNS) + ".", "metric")
+    return SORT_COLUMNS[metric]
+
+
+@dataclass
+class Answer:
+    """Meta for an answer (API.md envelope, less request_id and cache)."""
+
+    window: Window
+    legacy: bool
+    execution: Execution
+    fresh: context.Freshness
+
+    def meta(self) -> types_pb2.Meta:
+        raw = [x for pair in self.execution.raw_ranges for x in pair]
+        reasons = list(self.execution.partial_reasons)
+        return types_pb2.Meta(
+            source=types_pb2.SOURCE_LEGACY if self.legacy else types_pb2.SOURCE_CANONICAL,
+            window=types_pb2.Window(start=self.window.start, end=self.window.end, label=self.window.label),
+            freshness=types_pb2.Freshness(
+                as_of=self.fresh.as_of, watermark=self.fresh.watermark, lag_seconds=self.fresh.lag_seconds,
+                stale=self.fresh.stale,
+                relays=[types_pb2.RelayLag(url=r.url, lag_seconds=r.lag_seconds, healthy=r.healthy)
+                        for r in self.fresh.relays]),
+            partial=bool(reasons), partial_reasons=reasons,
+            plan=types_pb2.Plan(tiers=self.execution.tiers, raw_facts_scanned=self.execution.raw_facts,
+                                raw_ranges=raw[:200]),
+        )
+
+
+def run_sql(engine: Engine, timeout_s: float | None, fn, *args):  # type: ignore[no-untyped-def]
+    """Run `fn(conn, *args)` in a read-only transaction that PostgreSQL cancels at the deadline."""
+    with engine.connect() as conn, conn.begin():
+        if timeout_s is not None:
+            ms = max(1, int(timeout_s * 1000))
+            conn.execute(text(f"SET LOCAL statement_timeout = {ms}"))
+        try:
+            return fn(conn, *args)
+        except DBAPIError as exc:
+            if "statement timeout" in str(exc.orig) or "canceling statement" in str(exc.orig):
+                raise CanalError("DEADLINE_EXCEEDED", "the query did not finish before its deadline",
+                                 "Retry, narrow the window, or use an async job.",
+                                 status=grpc.StatusCode.DEADLINE_EXCEEDED) from None
+            raise
+
+
+def raw_rate(conn: Connection, target: int | None, now: int) -> float:
+    """Facts per second of a target over its last 30 days (for cost estimates)."""
+    if target is None:
+        return 0.0
+    row = conn.execute(text(
+        "SELECT coalesce(sum(facts), 0) FROM aggregates WHERE target_id = :t AND tier = 3 AND bucket_start >= :lo"),
+        {"t": target, "lo": now - 30 * 86400}).first()
+    recent = int(row[0]) if row else 0
+    return max(recent / (30 * 86400), 0.01)
+
+
+def estimate(conn: Connection, target: int | None, window: Window, legacy: bool, now: int) -> tuple[float, dict]:
+    """Estimated cost units of answering the window, and the plan's bucket counts."""
+    rate = raw_rate(conn, target, now)
+    if legacy or target is None:
+        return window.span * rate, {"day": 0, "hour": 0, "minute": 0}
+    dirty = context.dirty_sets(conn, target, window.start, window.end)
+    from services.query.engine import ALL_TIERS_COMPLETE
+
+    plan = plan_window(window.start, window.end, dirty, ALL_TIERS_COMPLETE, context.horizons(conn))
+    return estimate_cost(plan, rate).units, dict(plan.buckets)
+
+
+def data_version(conn: Connection) -> str:
+    """Changes whenever an answer could change: every ingest commit and every retention run."""
+    commits = conn.execute(text("SELECT value FROM ingest_state WHERE name = 'commits'")).scalar() or 0
+    retention = conn.execute(text("SELECT coalesce(max(updated_at), 0) FROM retention_horizons")).scalar() or 0
+    return f"{commits}.{retention}"
