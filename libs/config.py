@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     track: str = Field(default="", description="Comma-separated pubkeys (hex or npub); empty = everything")
     demo: bool | None = Field(default=None, description="Seed and serve demo data; default: on when RELAYS is empty")
     demo_seed: int = 7
+    demo_relay_port: int = 7777
+    metrics_host: str = Field(default="0.0.0.0", description="Where Prometheus endpoints listen")
+    metrics_port_base: int = Field(default=9100, description="Prometheus ports: base+1 ingest, +2 compactor, "
+                                   "+3 query, +4 worker; 0 disables")
 
     retain_facts_days: int = 30
     retain_minute_days: int = 7
@@ -54,6 +58,10 @@ class Settings(BaseSettings):
     def relay_list(self) -> list[str]:
         """The configured relay URLs."""
         return [r.strip() for r in self.relays.split(",") if r.strip()]
+
+    def metrics_port(self, offset: int) -> int:
+        """The Prometheus port of a service (0 = do not serve metrics)."""
+        return self.metrics_port_base + offset if self.metrics_port_base else 0
 
     def demo_mode(self) -> bool:
         """Demo data is on when asked for, or by default when no relay is configured."""

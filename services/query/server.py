@@ -244,7 +244,8 @@ async def serve(settings: Settings) -> None:
     engine = make_engine(settings.database_url or "", pool_size=10)
     instrument_sqlalchemy(engine)
     server, port = create_server(settings.query_addr, engine, settings, [instrument_grpc_server()])  # type: ignore[list-item]
-    start_http_server(9103, addr="127.0.0.1")
+    if settings.metrics_port(3):
+        start_http_server(settings.metrics_port(3), addr=settings.metrics_host)
     await server.start()
     log.info("query service listening on %s", settings.query_addr)
     stop = asyncio.Event()
