@@ -1,0 +1,1 @@
+"""Pure, deterministic query planning: windows, tier plans, time buckets, cursors, paging."""
