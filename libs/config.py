@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     otel_exporter_otlp_endpoint: str | None = None
     otel_service_name: str | None = None
+    pushgateway_url: str | None = Field(default=None, description="Where `canal drift` pushes its metrics")
 
     def relay_list(self) -> list[str]:
         """The configured relay URLs."""

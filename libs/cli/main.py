@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="docs/reports/drift")
     d.add_argument("--samples", type=int, default=40)
     d.add_argument("--seed", type=int, default=1)
+    d.add_argument("--now", type=int, default=None, help="pin the clock (unix seconds) to reproduce a report")
     b = sub.add_parser("bench", help="benchmarks against the legacy scan and DuckDB")
     b.add_argument("--quick", action="store_true")
     b.add_argument("--out", default="bench")

@@ -458,7 +458,7 @@ def test_migration_job_and_drift_cronjob(target):
     (job,) = of_kind(docs, "Job")
     assert all_containers(job)[0]["args"] == ["migrate"]
     (cron,) = of_kind(docs, "CronJob")
-    assert all_containers(cron)[0]["args"] == ["drift"]
+    assert all_containers(cron)[0]["args"] == ["drift", "--out", "/tmp/drift"]
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
     # A drift must fail the run, not be retried until a sample happens to pass.
     assert cron["spec"]["jobTemplate"]["spec"]["backoffLimit"] == 0
