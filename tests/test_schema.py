@@ -67,3 +67,14 @@ def test_planner_queries_use_indexes_not_sequential_scans(db: str) -> None:
             assert "Seq Scan" not in plan, plan
             assert "Index" in plan, plan
     eng.dispose()
+
+
+def test_models_and_migrations_describe_the_same_schema(migrated_db: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    eng = make_engine(migrated_db, pool_size=1)
+    with eng.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    eng.dispose()
+    assert diff == []

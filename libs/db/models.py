@@ -177,6 +177,7 @@ class Aggregate(Base):
     zap_senders: Mapped[bytes | None] = mapped_column(LargeBinary)
     reactors: Mapped[bytes | None] = mapped_column(LargeBinary)
     articles: Mapped[bytes | None] = mapped_column(LargeBinary)
+    __table_args__ = (Index(None, "tier", "bucket_start"),)
 
 
 class NoteAggregate(Base):
@@ -193,6 +194,7 @@ class NoteAggregate(Base):
     reposts_count: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     replies_count: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     quotes_count: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    __table_args__ = (Index(None, "tier", "bucket_start"),)
 
 
 class ActorAggregate(Base):
@@ -209,6 +211,7 @@ class ActorAggregate(Base):
     reposts_count: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     replies_count: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     quotes_count: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    __table_args__ = (Index(None, "tier", "bucket_start"),)
 
 
 class DirtyBucket(Base):

@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
@@ -76,10 +77,17 @@ def admit_items(items: Sequence[RawItem], receive_time: int) -> list[Event | Rej
             out.append(item.value)
             continue
         try:
-            out.append(admit(item.value, receive_time))
+            out.append(_storable(admit(item.value, receive_time)))
         except Rejection as rej:
             out.append(rej)
     return out
+
+
+def _storable(ev: Event) -> Event:
+    """PostgreSQL text and jsonb cannot hold U+0000: such an event would fail its whole batch."""
+    if "\x00" in ev.content or any("\x00" in v for t in ev.tags for v in t):
+        raise Rejection("unstorable", "nul_char", "The event holds U+0000, which PostgreSQL text cannot store.", ev.id)
+    return ev
 
 
 class IngestStore:
@@ -187,7 +195,11 @@ def _store_rejects(
 
 def _store_side_rows(conn: Connection, events: list[Event]) -> None:
     """event_refs, zap_receipts, tombstones, contact_lists and profiles for newly admitted events."""
-    refs, receipts, stones, lists, profiles = [], [], [], [], []
+    refs: list[dict[str, Any]] = []
+    receipts: list[dict[str, Any]] = []
+    stones: list[dict[str, Any]] = []
+    lists: list[dict[str, Any]] = []
+    profiles: list[dict[str, Any]] = []
     for e in events:
         if e.kind in REF_KINDS:
             for t in e.tags:
@@ -209,7 +221,9 @@ def _store_side_rows(conn: Connection, events: list[Event]) -> None:
             lists.append({"author": e.pubkey, "created_at": e.created_at, "event_id": e.id,
                           "follows": sorted(contact_set(e))})
         elif e.kind == 0:
-            profiles.append({"pubkey": e.pubkey, "name": profile_name(e), "created_at": e.created_at, "id": e.id})
+            name = profile_name(e)  # parsed from content JSON: a \u0000 escape there becomes a NUL
+            profiles.append({"pubkey": e.pubkey, "name": name.replace("\x00", "\ufffd") if name else name,
+                             "created_at": e.created_at, "id": e.id})
     if refs:
         conn.execute(text("INSERT INTO event_refs (ref, event_id) VALUES (:ref, :event_id) ON CONFLICT DO NOTHING"), refs)
     if receipts:
@@ -226,11 +240,11 @@ def _store_side_rows(conn: Connection, events: list[Event]) -> None:
             stones,
         )
     if lists:
-        ids = _pubkey_ids(conn, {row["author"] for row in lists})
+        author_ids = _pubkey_ids(conn, {row["author"] for row in lists})
         conn.execute(
             text("INSERT INTO contact_lists (author_id, created_at, event_id, follows) "
                  "VALUES (:author_id, :created_at, :event_id, :follows) ON CONFLICT DO NOTHING"),
-            [{**row, "author_id": ids[row["author"]]} for row in lists],
+            [{**row, "author_id": author_ids[row["author"]]} for row in lists],
         )
     if profiles:
         conn.execute(
@@ -454,7 +468,7 @@ def mark_dirty(conn: Connection, buckets: set[tuple[int, int]]) -> None:
     ordered = sorted(buckets)
     conn.execute(
         text("INSERT INTO dirty_buckets (target_id, tier, bucket_start, gen, marked_at) "
-             "SELECT t, 1, b, 1, :now FROM unnest(CAST(:t AS int[]), CAST(:b AS bigint[])) AS d(t, b) "
+             "SELECT t, 1, b, 1, :now FROM unnest(CAST(:t AS int[]), CAST(:b AS bigint[])) AS d(t, b) ORDER BY t, b "
              "ON CONFLICT (target_id, tier, bucket_start) DO UPDATE SET gen = dirty_buckets.gen + 1, "
              "marked_at = EXCLUDED.marked_at"),
         {"t": [b[0] for b in ordered], "b": [b[1] for b in ordered], "now": int(time.time())},

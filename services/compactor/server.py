@@ -1,0 +1,178 @@
+"""The compactor process: gRPC `CompactorService` and the arq cron worker in one asyncio loop.
+
+`create_server` builds the gRPC server (tests bind port 0 in process); `serve` runs it
+together with the cron worker and the Prometheus exporter until SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import NoReturn
+
+import grpc
+from arq.worker import Worker
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from prometheus_client import start_http_server
+from sqlalchemy import Engine
+
+from canal.common.v1 import types_pb2
+from canal.compactor.v1 import compactor_service_pb2 as pb
+from canal.compactor.v1 import compactor_service_pb2_grpc as pb_grpc
+from libs.config import Settings, get_settings
+from libs.db.engine import make_engine
+from services.compactor.retention import HORIZON_TIERS, keep_days, read_horizons
+from services.compactor.runs import RUN_TARGETS, read_watermarks, run_named
+from services.compactor.worker import worker_options
+
+__all__ = ["METRICS_PORT", "SERVICE_NAME", "CompactorService", "create_server", "main", "serve"]
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CompactorService"].full_name
+METRICS_PORT = 9102
+GRACE_S = 10.0
+
+
+async def _abort(
+    context: grpc.aio.ServicerContext, code: int, error_code: str, message: str, hint: str, field: str = ""
+) -> NoReturn:
+    """Fail the RPC with a google.rpc.Status carrying a canal.common.v1.ErrorInfo detail."""
+    detail = any_pb2.Any()
+    detail.Pack(types_pb2.ErrorInfo(code=error_code, message=message, hint=hint, field=field))
+    status = status_pb2.Status(code=code, message=message, details=[detail])
+    await context.abort_with_status(rpc_status.to_status(status))  # type: ignore[attr-defined]  # not in grpc-stubs
+    raise AssertionError("abort_with_status returned")  # pragma: no cover - it always raises
+
+
+class CompactorService(pb_grpc.CompactorServiceServicer):
+    """Watermarks, on-demand runs and retention horizons over the compactor's tables."""
+
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self._engine = engine
+        self._settings = settings
+
+    async def GetWatermarks(
+        self, request: pb.GetWatermarksRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetWatermarksResponse:
+        marks = await asyncio.to_thread(read_watermarks, self._engine)
+        return pb.GetWatermarksResponse(
+            watermarks=[
+                pb.Watermark(
+                    tier=str(m["tier"]),
+                    watermark=int(m["watermark"]),
+                    dirty_buckets=int(m["dirty_buckets"]),
+                    updated_at=int(m["updated_at"]),
+                )
+                for m in marks
+            ]
+        )
+
+    async def RunNow(self, request: pb.RunNowRequest, context: grpc.aio.ServicerContext) -> pb.RunNowResponse:
+        target = request.tier.strip().lower()
+        if target not in RUN_TARGETS:
+            await _abort(
+                context,
+                code_pb2.INVALID_ARGUMENT,
+                "INVALID_TIER",
+                f"unknown tier {request.tier!r}",
+                f"use one of: {', '.join(RUN_TARGETS)}",
+                "tier",
+            )
+        try:
+            stats = await asyncio.to_thread(run_named, self._engine, self._settings, target)
+        except Exception as exc:
+            log.exception("RunNow(%s) failed", target)
+            await _abort(
+                context, code_pb2.INTERNAL, "COMPACTION_FAILED", f"{target} run failed: {exc}",
+                "the run rolled back and left a failed jobs row; retry, or check the database",
+            )
+        return pb.RunNowResponse(
+            buckets=stats.buckets,
+            facts_read=stats.facts_read,
+            duration_seconds=stats.duration_s,
+            outcome=stats.outcome,
+        )
+
+    async def GetRetention(
+        self, request: pb.GetRetentionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetRetentionResponse:
+        published = await asyncio.to_thread(read_horizons, self._engine)
+        days = keep_days(self._settings)
+        return pb.GetRetentionResponse(
+            horizons=[
+                pb.Horizon(tier=t, keep_days=published.get(t, (days[t], 0))[0], horizon=published.get(t, (0, 0))[1])
+                for t in HORIZON_TIERS
+            ]
+        )
+
+
+async def create_server(address: str, engine: Engine, settings: Settings) -> tuple[grpc.aio.Server, int]:
+    """A not-yet-started grpc.aio server with CompactorService, health (SERVING) and reflection.
+
+    Async because the asyncio health servicer sets statuses with coroutines.
+    """
+    server = grpc.aio.server(interceptors=[aio_server_interceptor()])
+    pb_grpc.add_CompactorServiceServicer_to_server(CompactorService(engine, settings), server)
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # not in grpc-stubs
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(address)
+    return server, port
+
+
+async def serve(settings: Settings | None = None, metrics_port: int | None = None) -> None:
+    """Run gRPC + the arq cron worker (+ Prometheus on `metrics_port`) until SIGTERM/SIGINT."""
+    settings = settings or get_settings()
+    if not settings.database_url or not settings.redis_url:
+        raise RuntimeError("DATABASE_URL and REDIS_URL must be set (`canal up` starts embedded servers and sets them)")
+    engine = make_engine(settings.database_url)
+    if metrics_port is None:
+        metrics_port = settings.metrics_port(2)
+    if metrics_port:
+        start_http_server(metrics_port, addr=settings.metrics_host)
+    server, port = await create_server(settings.compactor_addr, engine, settings)
+    await server.start()
+    worker = Worker(**worker_options(settings), ctx={"settings": settings, "engine": engine}, handle_signals=False)
+    worker_task = asyncio.create_task(worker.async_run())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("compactor serving gRPC on port %d, cron worker on queue %s", port, worker.queue_name)
+    stop_task = asyncio.create_task(stop.wait())
+    await asyncio.wait({stop_task, worker_task}, return_when=asyncio.FIRST_COMPLETED)
+    try:
+        await _shutdown(server, worker, worker_task)
+    finally:
+        stop_task.cancel()
+        engine.dispose()
+
+
+async def _shutdown(server: grpc.aio.Server, worker: Worker, worker_task: asyncio.Task[None]) -> None:
+    """Stop taking work, let running jobs and RPCs finish within the grace period, then close."""
+    worker.allow_pick_jobs = False
+    running = [t for t in worker.tasks.values() if not t.done()]
+    await asyncio.gather(server.stop(GRACE_S), asyncio.wait(running, timeout=GRACE_S) if running else asyncio.sleep(0))
+    await worker.close()
+    worker_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await worker_task
+
+
+def main() -> None:
+    """Entry point: `python -m services.compactor.server`."""
+    logging.basicConfig(level=get_settings().log_level)
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()
