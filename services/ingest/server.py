@@ -1,0 +1,292 @@
+"""The ingest process: gRPC `IngestService` plus one relay client per configured relay.
+
+`create_server` builds the gRPC server (tests bind port 0 in process); `serve` runs it
+with the relay clients (and, in demo mode, an in-process demo relay they read from)
+and the Prometheus exporter until SIGTERM/SIGINT, then stops the clients (committing
+their in-flight batches) before the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import grpc
+from prometheus_client import start_http_server
+from sqlalchemy import Engine, text
+
+from canal.ingest.v1 import ingest_service_pb2 as pb
+from canal.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
+from libs.config import Settings, get_settings
+from libs.db.engine import make_engine
+from libs.demo.live import trickle
+from libs.nostr.event import Rejection, parse_line
+from libs.rpc import CanalError, abort
+from libs.rpc import create_server as rpc_server
+from services.ingest.batches import ingest_resilient
+from services.ingest.lines import safe_text
+from services.ingest.metrics import RELAY_LAG, observe_batch
+from services.ingest.relay_client import HEARTBEAT_S, RelayClient, RelayStatus, parse_track
+from services.ingest.store import BatchResult, IngestStore, RawItem
+
+if TYPE_CHECKING:
+    from libs.demo.relay import DemoRelay
+
+__all__ = ["SERVICE_NAME", "IngestService", "create_server", "main", "serve", "start_demo_relay"]
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["IngestService"].full_name
+MAX_BATCH = 1000
+GRACE_S = 5.0
+EXACT_COUNT_BELOW = 100_000  # below this estimate, count facts exactly
+
+T = TypeVar("T")
+OUTCOMES = {"admitted": pb.OUTCOME_ADMITTED, "duplicate": pb.OUTCOME_DUPLICATE, "rejected": pb.OUTCOME_REJECTED}
+
+
+def request_item(req: pb.IngestEventsRequest) -> RawItem:
+    """One pushed event (or relay frame) as a RawItem; unparsable text is its `bad_json` Rejection."""
+    value: object
+    try:
+        value = parse_line(req.event_json)
+    except Rejection as rej:
+        value = rej
+    if value is None:
+        value = Rejection("bad_json", "empty", "`event_json` is empty.")
+    return RawItem(value, req.origin or "grpc", safe_text(req.event_json))
+
+
+class IngestService(pb_grpc.IngestServiceServicer):
+    """Internal push of raw events and the ingest status (relay cursors, lag, totals)."""
+
+    def __init__(self, engine: Engine, settings: Settings, clients: Sequence[RelayClient] = ()) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._store = IngestStore(engine)
+        self._clients = clients  # not copied: serve() adds the demo relay's client once it is filled
+
+    async def IngestEvents(
+        self, request_iterator: AsyncIterator[pb.IngestEventsRequest], context: grpc.aio.ServicerContext
+    ) -> pb.IngestEventsResponse:
+        resp = pb.IngestEventsResponse()
+        batch: list[RawItem] = []
+        offset = 0
+        async for req in request_iterator:
+            batch.append(request_item(req))
+            if len(batch) >= MAX_BATCH:
+                await self._commit(batch, offset, resp, context)
+                offset += len(batch)
+                batch = []
+        if batch:
+            await self._commit(batch, offset, resp, context)
+        return resp
+
+    async def _commit(self, batch: list[RawItem], offset: int, resp: pb.IngestEventsResponse,
+                      context: grpc.aio.ServicerContext) -> None:
+        started = time.perf_counter()
+        try:
+            result: BatchResult = await asyncio.to_thread(ingest_resilient, self._store, batch, int(time.time()))
+        except Exception as exc:  # the database is down: nothing of this batch was committed
+            log.exception("IngestEvents batch at %d failed", offset)
+            await abort(context, CanalError(
+                "INGEST_FAILED", f"events {offset}..{offset + len(batch) - 1} were not committed: {type(exc).__name__}",
+                "earlier events of the stream were committed; retrying the whole stream is safe (duplicates are free)",
+                status=grpc.StatusCode.UNAVAILABLE))
+            return
+        observe_batch(result, time.perf_counter() - started)
+        for o in result.outcomes:
+            resp.outcomes.append(pb.EventOutcome(
+                index=offset + o.index, event_id=o.event_id or "", outcome=OUTCOMES[o.status],
+                reason=o.reason, detail=o.detail, message=o.message))
+        resp.admitted += result.count("admitted")
+        resp.duplicates += result.count("duplicate")
+        resp.rejected += result.count("rejected")
+
+    async def GetIngestStatus(
+        self, request: pb.GetIngestStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetIngestStatusResponse:
+        now = int(time.time())
+        totals, rows, facts = await asyncio.to_thread(_read_status, self._engine)
+        relays = _relay_statuses(self._clients, rows, now)
+        return pb.GetIngestStatusResponse(
+            relays=[pb.RelayStatus(url=s.url, cursor=s.cursor, lag_seconds=s.lag_seconds, connected=s.connected,
+                                   events_received=s.events_received, last_error=s.last_error,
+                                   last_event_at=s.last_event_at) for s in relays],
+            events_admitted=totals.get("admitted", 0),
+            events_rejected=totals.get("rejected", 0),
+            facts=facts,
+            as_of=_as_of(self._clients, totals.get("last_commit_at", 0), now),
+        )
+
+
+def _read_status(engine: Engine) -> tuple[dict[str, int], list[dict[str, Any]], int]:
+    with engine.connect() as conn:
+        totals = {r[0]: int(r[1]) for r in conn.execute(text("SELECT name, value FROM ingest_state"))}
+        rows = [dict(r._mapping) for r in conn.execute(text(
+            "SELECT relay, filter_hash, since, last_event_at, last_seen_at, connected, events_received, last_error "
+            "FROM relay_cursors ORDER BY relay, last_seen_at DESC"))]
+        estimate = conn.execute(text("SELECT reltuples FROM pg_class WHERE oid = 'facts'::regclass")).scalar()
+        facts = int(estimate or 0)
+        if facts < EXACT_COUNT_BELOW:  # never analyzed (-1) or small: the exact count is cheap
+            facts = int(conn.execute(text("SELECT count(*) FROM facts")).scalar() or 0)
+    return totals, rows, facts
+
+
+def _relay_statuses(clients: Sequence[RelayClient], rows: list[dict[str, Any]], now: int) -> list[RelayStatus]:
+    """Running clients report themselves; relays known only from relay_cursors (another process) from their row."""
+    out = {c.url: c.status(now) for c in clients}
+    for row in rows:  # newest row per relay first
+        if row["relay"] in out:
+            continue
+        fresh = row["connected"] and now - int(row["last_seen_at"]) <= 3 * HEARTBEAT_S
+        lag = 0 if fresh else now - int(row["last_seen_at"] or row["since"])
+        out[row["relay"]] = RelayStatus(row["relay"], int(row["since"]), max(0, lag), bool(fresh), bool(fresh),
+                                        int(row["events_received"]), row["last_error"], int(row["last_event_at"]),
+                                        int(row["last_seen_at"]))
+    return [out[k] for k in sorted(out)]
+
+
+def _as_of(clients: Sequence[RelayClient], last_commit_at: int, now: int) -> int:
+    """Up to when every received event is committed: now while every client is idle, else the last commit."""
+    if clients and all(c.idle for c in clients):
+        return now
+    return last_commit_at
+
+
+def create_server(address: str, engine: Engine, settings: Settings, clients: Sequence[RelayClient] = (),
+                  interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> tuple[grpc.aio.Server, int]:
+    """A not-yet-started grpc.aio server with IngestService, health (SERVING) and reflection."""
+
+    def register(server: grpc.aio.Server) -> list[str]:
+        pb_grpc.add_IngestServiceServicer_to_server(IngestService(engine, settings, clients), server)
+        return [SERVICE_NAME]
+
+    server, port, _ = rpc_server(address, register, interceptors)
+    return server, port
+
+
+async def start_demo_relay(engine: Engine, settings: Settings) -> tuple[DemoRelay, list[dict[str, Any]]]:
+    """Start the (empty) demo relay and generate its events; the caller publishes them, then subscribes.
+
+    The generator's `now` is kept in ingest_state, so a restart re-sends the same events (all duplicates)
+    instead of a time-shifted copy of the network.
+    """
+    from libs.demo.generator import generate
+    from libs.demo.relay import start_local_relay
+
+    def demo_now() -> int:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO ingest_state (name, value) VALUES ('demo_now', :n) ON CONFLICT DO NOTHING"),
+                         {"n": int(time.time())})
+            return int(conn.execute(text("SELECT value FROM ingest_state WHERE name = 'demo_now'")).scalar_one())
+
+    now = await asyncio.to_thread(demo_now)
+    events = await asyncio.to_thread(generate, settings.demo_seed, now)
+    try:
+        relay, _ = await start_local_relay([], port=settings.demo_relay_port)
+    except Exception:  # the usual port is taken: any port will do (the cursor row is per URL)
+        relay, _ = await start_local_relay([])
+    return relay, events
+
+
+async def serve(settings: Settings | None = None) -> None:
+    """Run gRPC + relay clients (+ the demo relay in demo mode, + Prometheus) until SIGTERM/SIGINT."""
+    from libs.telemetry import instrument_grpc_server, instrument_sqlalchemy, setup_tracing
+
+    settings = settings or get_settings()
+    if not settings.database_url:
+        raise RuntimeError("DATABASE_URL must be set (`canal up` starts the embedded server and sets it)")
+    setup_tracing("canal-ingest", settings)
+    engine = make_engine(settings.database_url, pool_size=10)
+    instrument_sqlalchemy(engine)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    track = parse_track(settings.track)
+    clients = [RelayClient(url, engine, track, on_batch=observe_batch) for url in settings.relay_list()]
+    # the service reads this list, so the demo relay's client can join it once the relay is filled
+    server, port = create_server(settings.ingest_addr, engine, settings, clients, [instrument_grpc_server()])  # type: ignore[list-item]
+    if settings.metrics_port(1):
+        start_http_server(settings.metrics_port(1), addr=settings.metrics_host)
+    await server.start()
+    log.info("ingest serving gRPC on port %d; relays: %s", port, ", ".join(settings.relay_list()) or "none")
+    for client in clients:
+        client.start()
+    gauges = asyncio.create_task(_export_lag(clients))
+    demo: DemoRelay | None = None
+    live: asyncio.Task[None] | None = None
+    if settings.demo_mode():
+        started = await _run_until_stopped(_start_demo(engine, settings, track, clients), stop)
+        if started is not None:
+            demo, events = started
+            live = asyncio.create_task(trickle(demo, events, settings.demo_seed, stop))
+    await stop.wait()
+    if live is not None:
+        await live
+    gauges.cancel()
+    await asyncio.gather(*(c.stop() for c in clients))  # commits each in-flight batch
+    await server.stop(GRACE_S)
+    if demo is not None:
+        demo.stop()
+    engine.dispose()
+
+
+async def _start_demo(engine: Engine, settings: Settings, track: list[str],
+                      clients: list[RelayClient]) -> tuple[DemoRelay, list[dict[str, Any]]]:
+    """Fill the demo relay, then subscribe to it.
+
+    The relay is filled before its client subscribes: the client then backfills it (paging), and only
+    a finished backfill moves the cursor, so an interrupted first run is completed by the next one.
+    Publishing to a live subscription instead would deliver old events behind an advanced cursor.
+    """
+    demo, events = await start_demo_relay(engine, settings)
+    log.info("demo relay on %s: publishing %d generated events", demo.url, len(events))
+    try:
+        await demo.publish(events)
+    except BaseException:
+        demo.stop()
+        raise
+    client = RelayClient(demo.url, engine, track, on_batch=observe_batch)
+    clients.append(client)
+    client.start()
+    return demo, events
+
+
+async def _run_until_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:
+    """`work`'s result, or None (and `work` cancelled) when `stop` is set first."""
+    task = asyncio.create_task(work)
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return None
+    return task.result()
+
+
+async def _export_lag(clients: Sequence[RelayClient]) -> None:
+    with contextlib.suppress(asyncio.CancelledError):
+        while True:
+            for c in clients:
+                RELAY_LAG.labels(c.url).set(c.status().lag_seconds)
+            await asyncio.sleep(2)
+
+
+def main() -> None:
+    """Entry point: `python -m services.ingest.server`."""
+    from libs.telemetry import setup_logging
+
+    setup_logging("ingest", get_settings().log_level)
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()
