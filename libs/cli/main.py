@@ -13,6 +13,13 @@ SERVICES = ("ingest", "compactor", "query", "worker", "gateway")
 
 
 def _serve(name: str) -> int:
+    try:
+        return _serve_until_stopped(name)
+    except KeyboardInterrupt:  # a signal re-raised after a graceful stop (uvicorn does this)
+        return 0
+
+
+def _serve_until_stopped(name: str) -> int:
     settings = get_settings()
     from libs.telemetry import setup_logging
 
