@@ -29,7 +29,7 @@ run: install
 	$(BIN)/canal up
 
 test: install
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not chaos" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$rc
 
 lint: install
@@ -43,7 +43,7 @@ load: install
 	$(BIN)/canal load
 
 chaos: install
-	$(BIN)/python -m pytest -q -m chaos tests/chaos
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m chaos tests/chaos
 
 drift: install
 	$(BIN)/canal drift
