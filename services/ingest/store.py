@@ -34,7 +34,23 @@ RAW_LIMIT = 4096
 REF_KINDS = (1, 1111, 6, 7, 16, 9735)
 
 FactRow = tuple[int, str, int, int, int, int | None, int | None, int, int]
+
+
+def _ids(name: str) -> str:
+    """A text[] parameter bound as one array literal (see `_arr`): a constant the planner can index-scan."""
+    return f"CAST(:{name} AS text[])"
+
+
+def _arr(values: Iterable[str]) -> str:
+    """A PostgreSQL text[] literal; psycopg's per-element array dumping is otherwise the slowest part of ingest."""
+    return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
+
+
+def _j(values: Iterable[object]) -> str:
+    return json.dumps(list(values), ensure_ascii=False, separators=(",", ":"))
 FactKey = tuple[int, str, int]
+FACT_NAMES = ("target_id", "source_event_id", "fact_type", "created_at", "kind", "actor_id", "note_id", "msats", "sub")
+FACT_FIELDS = ", ".join(FACT_NAMES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +190,7 @@ def _store_rejects(
     claimed = [r.event_id for _, r in rejects if r.event_id]
     known: set[str] = set()
     if claimed:
-        known = {row[0] for row in conn.execute(text("SELECT id FROM events WHERE id = ANY(:ids)"), {"ids": claimed})}
+        known = {row[0] for row in conn.execute(text("SELECT id FROM events WHERE id = ANY(" + _ids("ids") + ")"), {"ids": _arr(claimed)})}
     rows = []
     for i, rej in rejects:
         if rej.event_id and rej.event_id in known:
@@ -211,69 +227,66 @@ def _store_side_rows(conn: Connection, events: list[Event]) -> None:
             receipts.append({
                 "payment_hash": zap.payment_hash, "event_id": e.id, "created_at": e.created_at,
                 "recipient": zap.recipient, "sender": zap.sender, "msats": zap.msats, "anon": zap.anon,
-                "note_key": note, "dh": zap.description_hash_mismatch,
+                "note_key": note, "description_hash_mismatch": zap.description_hash_mismatch,
             })
         elif e.kind == 5:
             ids, addrs = deletion_targets(e)
             for ref in {*ids, *addrs}:
                 stones.append({"ref": ref, "deletion_id": e.id, "deleter": e.pubkey, "created_at": e.created_at})
         elif e.kind == 3:
-            lists.append({"author": e.pubkey, "created_at": e.created_at, "event_id": e.id,
-                          "follows": sorted(contact_set(e))})
+            lists.append({"author_pubkey": e.pubkey, "created_at": e.created_at,
+                          "event_id": e.id, "follows": sorted(contact_set(e))})
         elif e.kind == 0:
             name = profile_name(e)  # parsed from content JSON: a \u0000 escape there becomes a NUL
-            profiles.append({"pubkey": e.pubkey, "name": name.replace("\x00", "\ufffd") if name else name,
-                             "created_at": e.created_at, "id": e.id})
-    if refs:
-        conn.execute(text("INSERT INTO event_refs (ref, event_id) VALUES (:ref, :event_id) ON CONFLICT DO NOTHING"), refs)
-    if receipts:
-        conn.execute(
-            text("INSERT INTO zap_receipts (payment_hash, event_id, created_at, recipient, sender, msats, anon, "
-                 "note_key, description_hash_mismatch) VALUES (:payment_hash, :event_id, :created_at, :recipient, "
-                 ":sender, :msats, :anon, :note_key, :dh) ON CONFLICT DO NOTHING"),
-            receipts,
-        )
-    if stones:
-        conn.execute(
-            text("INSERT INTO tombstones (ref, deletion_id, deleter, created_at) "
-                 "VALUES (:ref, :deletion_id, :deleter, :created_at) ON CONFLICT DO NOTHING"),
-            stones,
-        )
+            profiles.append({"pubkey": e.pubkey, "display_name": name.replace("\x00", "\ufffd") if name else name,
+                             "created_at": e.created_at, "event_id": e.id})
+    _insert_rows(conn, "event_refs", refs)
+    _insert_rows(conn, "zap_receipts", receipts)
+    _insert_rows(conn, "tombstones", stones)
     if lists:
-        author_ids = _pubkey_ids(conn, {row["author"] for row in lists})
-        conn.execute(
-            text("INSERT INTO contact_lists (author_id, created_at, event_id, follows) "
-                 "VALUES (:author_id, :created_at, :event_id, :follows) ON CONFLICT DO NOTHING"),
-            [{**row, "author_id": author_ids[row["author"]]} for row in lists],
-        )
-    if profiles:
-        conn.execute(
-            text("INSERT INTO profiles (pubkey, display_name, created_at, event_id) VALUES (:pubkey, :name, "
-                 ":created_at, :id) ON CONFLICT (pubkey) DO UPDATE SET display_name = EXCLUDED.display_name, "
+        author_ids = _pubkey_ids(conn, {row["author_pubkey"] for row in lists})
+        for row in lists:
+            row["author_id"] = author_ids[row.pop("author_pubkey")]
+        _insert_rows(conn, "contact_lists", lists)
+    newest: dict[str, dict[str, Any]] = {}
+    for row in profiles:  # one row per pubkey: newest created_at, then lowest id
+        best = newest.get(row["pubkey"])
+        if best is None or (row["created_at"], best["event_id"]) > (best["created_at"], row["event_id"]):
+            newest[row["pubkey"]] = row
+    _insert_rows(conn, "profiles", list(newest.values()),
+                 "ON CONFLICT (pubkey) DO UPDATE SET display_name = EXCLUDED.display_name, "
                  "created_at = EXCLUDED.created_at, event_id = EXCLUDED.event_id "
-                 "WHERE (profiles.created_at, EXCLUDED.event_id) < (EXCLUDED.created_at, profiles.event_id)"),
-            profiles,
-        )
+                 "WHERE (profiles.created_at, EXCLUDED.event_id) < (EXCLUDED.created_at, profiles.event_id)")
+
+
+def _insert_rows(conn: Connection, table: str, rows: list[dict[str, Any]],
+                 conflict: str = "ON CONFLICT DO NOTHING") -> None:
+    """One INSERT for many rows, bound as a single JSON document (dict keys are column names)."""
+    if not rows:
+        return
+    cols = ", ".join(rows[0])
+    conn.execute(text(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM "
+                      f"json_populate_recordset(NULL::{table}, CAST(:rows AS json)) {conflict}"), {"rows": _j(rows)})
+
+
+def _dictionary_ids(conn: Connection, table: str, column: str, values: Iterable[str]) -> dict[str, int]:
+    """Dense ids for pubkeys or note keys, creating the missing ones."""
+    keys = sorted(set(values))
+    if not keys:
+        return {}
+    params = {"k": _arr(keys)}
+    conn.execute(text(f"INSERT INTO {table} ({column}) SELECT unnest(CAST(:k AS text[])) ON CONFLICT DO NOTHING"),
+                 params)
+    rows = conn.execute(text(f"SELECT {column}, id FROM {table} WHERE {column} = ANY({_ids('k')})"), params).all()
+    return {r[0]: r[1] for r in rows}
 
 
 def _pubkey_ids(conn: Connection, pubkeys: Iterable[str]) -> dict[str, int]:
-    keys = sorted(set(pubkeys))
-    if not keys:
-        return {}
-    conn.execute(text("INSERT INTO pubkeys (pubkey) SELECT unnest(CAST(:k AS text[])) ON CONFLICT DO NOTHING"),
-                 {"k": keys})
-    rows = conn.execute(text("SELECT pubkey, id FROM pubkeys WHERE pubkey = ANY(:k)"), {"k": keys})
-    return {r[0]: r[1] for r in rows}
+    return _dictionary_ids(conn, "pubkeys", "pubkey", pubkeys)
 
 
 def _note_ids(conn: Connection, notes: Iterable[str]) -> dict[str, int]:
-    keys = sorted(set(notes))
-    if not keys:
-        return {}
-    conn.execute(text("INSERT INTO notes (note_key) SELECT unnest(CAST(:k AS text[])) ON CONFLICT DO NOTHING"),
-                 {"k": keys})
-    rows = conn.execute(text("SELECT note_key, id FROM notes WHERE note_key = ANY(:k)"), {"k": keys})
-    return {r[0]: r[1] for r in rows}
+    return _dictionary_ids(conn, "notes", "note_key", notes)
 
 
 class _DbLookup:
@@ -307,8 +320,8 @@ def is_deleted(event: Event, stones: dict[str, list[tuple[str, int]]]) -> bool:
 
 def _load_events(conn: Connection, ids: Iterable[str]) -> list[Event]:
     rows = conn.execute(
-        text("SELECT id, pubkey, created_at, kind, tags, content, sig FROM events WHERE id = ANY(:ids) ORDER BY id"),
-        {"ids": sorted(set(ids))},
+        text("SELECT id, pubkey, created_at, kind, tags, content, sig FROM events WHERE id = ANY(" + _ids("ids") + ") ORDER BY id"),
+        {"ids": _arr(sorted(set(ids)))},
     )
     return [Event(r[0], r[1], r[2], r[3], tuple(tuple(t) for t in r[4]), r[5], r[6]) for r in rows]
 
@@ -318,7 +331,7 @@ def _affected(conn: Connection, fresh: list[Event]) -> tuple[set[str], set[str]]
     ids = {e.id for e in fresh if e.kind not in (0, 3, 5)}
     authors = {e.pubkey for e in fresh if e.kind == 3}
     new_ids = [e.id for e in fresh]
-    ids |= {r[0] for r in conn.execute(text("SELECT event_id FROM event_refs WHERE ref = ANY(:ids)"), {"ids": new_ids})}
+    ids |= {r[0] for r in conn.execute(text("SELECT event_id FROM event_refs WHERE ref = ANY(" + _ids("ids") + ")"), {"ids": _arr(new_ids)})}
     deletions = [e for e in fresh if e.kind == 5]
     if deletions:
         pairs = [(ref, d.pubkey) for d in deletions for ref in {*deletion_targets(d)[0], *deletion_targets(d)[1]}]
@@ -333,11 +346,11 @@ def _affected(conn: Connection, fresh: list[Event]) -> tuple[set[str], set[str]]
             elif kind != 5:
                 ids.add(eid)
     hashes = [r[0] for r in conn.execute(
-        text("SELECT payment_hash FROM zap_receipts WHERE event_id = ANY(:ids)"),
-        {"ids": [e.id for e in fresh if e.kind == 9735]})]
+        text("SELECT payment_hash FROM zap_receipts WHERE event_id = ANY(" + _ids("ids") + ")"),
+        {"ids": _arr(e.id for e in fresh if e.kind == 9735)})]
     if hashes:
         ids |= {r[0] for r in conn.execute(
-            text("SELECT event_id FROM zap_receipts WHERE payment_hash = ANY(:h)"), {"h": hashes})}
+            text("SELECT event_id FROM zap_receipts WHERE payment_hash = ANY(" + _ids("h") + ")"), {"h": _arr(hashes)})}
     return ids, authors
 
 
@@ -349,8 +362,8 @@ def _load_context(conn: Connection, events: list[Event]) -> _DbLookup:
                 wanted.add(t[1])
     refs = {
         r[0]: StoredRef(r[1], r[2], r[3])
-        for r in conn.execute(text("SELECT id, pubkey, kind, address FROM events WHERE id = ANY(:ids)"),
-                              {"ids": sorted(wanted)})
+        for r in conn.execute(text("SELECT id, pubkey, kind, address FROM events WHERE id = ANY(" + _ids("ids") + ")"),
+                              {"ids": _arr(sorted(wanted))})
     }
     stones = _load_stones(conn, events)
     zap_ids = [e.id for e in events if e.kind == 9735]
@@ -359,8 +372,8 @@ def _load_context(conn: Connection, events: list[Event]) -> _DbLookup:
         rows = conn.execute(
             text("SELECT z.event_id, z.recipient, z.sender, z.msats, z.anon, z.note_key, "
                  "z.event_id = (SELECT y.event_id FROM zap_receipts y WHERE y.payment_hash = z.payment_hash "
-                 "ORDER BY y.created_at, y.event_id LIMIT 1) FROM zap_receipts z WHERE z.event_id = ANY(:ids)"),
-            {"ids": zap_ids},
+                 "ORDER BY y.created_at, y.event_id LIMIT 1) FROM zap_receipts z WHERE z.event_id = ANY(" + _ids("ids") + ")"),
+            {"ids": _arr(zap_ids)},
         )
         zaps = {r[0]: ZapRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows}
     return _DbLookup(refs, stones, zaps)
@@ -375,7 +388,7 @@ def _load_stones(conn: Connection, events: Iterable[Event]) -> dict[str, list[tu
             keys.add(addr)
     stones: dict[str, list[tuple[str, int]]] = {}
     for ref, deleter, at in conn.execute(
-        text("SELECT ref, deleter, created_at FROM tombstones WHERE ref = ANY(:k)"), {"k": sorted(keys)}
+        text("SELECT ref, deleter, created_at FROM tombstones WHERE ref = ANY(" + _ids("k") + ")"), {"k": _arr(sorted(keys))}
     ):
         stones.setdefault(ref, []).append((deleter, at))
     return stones
@@ -387,8 +400,8 @@ def _follow_facts(conn: Connection, authors: set[str]) -> tuple[dict[str, list[F
         return {}, set()
     rows = conn.execute(
         text("SELECT p.pubkey, c.event_id, c.created_at, c.follows FROM contact_lists c "
-             "JOIN pubkeys p ON p.id = c.author_id WHERE p.pubkey = ANY(:a)"),
-        {"a": sorted(authors)},
+             "JOIN pubkeys p ON p.id = c.author_id WHERE p.pubkey = ANY(" + _ids("a") + ")"),
+        {"a": _arr(sorted(authors))},
     ).all()
     lists = [Event(r[1], r[0], r[2], 3, (), "", "") for r in rows]
     stones = _load_stones(conn, lists)
@@ -415,9 +428,9 @@ def _rederive(conn: Connection, fresh: list[Event]) -> tuple[int, int, int]:
     deleted_notes = [e for e in events if lookup.is_deleted(e) and e.kind in (1, 1111, 30023)]
     if deleted_notes:
         keys = [address_of(e) or e.id for e in deleted_notes]
-        conn.execute(text("UPDATE events SET deleted = true WHERE id = ANY(:ids)"), {"ids": [e.id for e in deleted_notes]})
+        conn.execute(text("UPDATE events SET deleted = true WHERE id = ANY(" + _ids("ids") + ")"), {"ids": _arr(e.id for e in deleted_notes)})
         note_ids = _note_ids(conn, keys)
-        conn.execute(text("UPDATE notes SET deleted = true WHERE id = ANY(:ids)"), {"ids": list(note_ids.values())})
+        conn.execute(text("UPDATE notes SET deleted = true WHERE id = ANY(CAST(:ids AS int[]))"), {"ids": list(note_ids.values())})
     inserted, removed = _write_fact_diff(conn, sources, wanted)
     return len(sources), inserted, removed
 
@@ -434,28 +447,25 @@ def _write_fact_diff(conn: Connection, sources: set[str], wanted: dict[str, list
             new[(row[0], source, row[2])] = row
     old: dict[FactKey, FactRow] = {}
     for r in conn.execute(
-        text("SELECT target_id, source_event_id, fact_type, created_at, kind, actor_id, note_id, msats, sub "
-             "FROM facts WHERE source_event_id = ANY(:s)"),
-        {"s": sorted(sources)},
-    ):
+        text(f"SELECT {FACT_FIELDS} FROM facts WHERE source_event_id = ANY({_ids('s')})"),
+        {"s": _arr(sorted(sources))},
+    ).all():
         row = tuple(r)
         old[(row[0], row[1], row[2])] = row  # type: ignore[assignment]
     gone = [row for key, row in old.items() if new.get(key) != row]
     added = [row for key, row in new.items() if old.get(key) != row]
     if gone:
         conn.execute(
-            text("DELETE FROM facts f USING unnest(CAST(:t AS int[]), CAST(:s AS text[]), CAST(:f AS smallint[])) "
-                 "AS d(t, s, f) WHERE f.target_id = d.t AND f.source_event_id = d.s AND f.fact_type = d.f"),
-            {"t": [g[0] for g in gone], "s": [g[1] for g in gone], "f": [g[2] for g in gone]},
+            text("DELETE FROM facts f USING (SELECT (x->>0)::int AS t, x->>1 AS s, (x->>2)::smallint AS f "
+                 "FROM jsonb_array_elements(CAST(:rows AS jsonb)) x) d "
+                 "WHERE f.target_id = d.t AND f.source_event_id = d.s AND f.fact_type = d.f"),
+            {"rows": _j([g[0], g[1], g[2]] for g in gone)},
         )
     if added:
-        cols = list(zip(*added, strict=True))
         conn.execute(
-            text("INSERT INTO facts (target_id, source_event_id, fact_type, created_at, kind, actor_id, note_id, "
-                 "msats, sub) SELECT * FROM unnest(CAST(:a AS int[]), CAST(:b AS text[]), CAST(:c AS smallint[]), "
-                 "CAST(:d AS bigint[]), CAST(:e AS int[]), CAST(:f AS int[]), CAST(:g AS int[]), CAST(:h AS bigint[]), "
-                 "CAST(:i AS smallint[]))"),
-            dict(zip("abcdefghi", [list(c) for c in cols], strict=True)),
+            text(f"INSERT INTO facts ({FACT_FIELDS}) SELECT {FACT_FIELDS} FROM "
+                 "json_populate_recordset(NULL::facts, CAST(:rows AS json))"),
+            {"rows": _j(dict(zip(FACT_NAMES, row, strict=True)) for row in added)},
         )
     mark_dirty(conn, {(row[0], row[3] - row[3] % 60) for row in gone + added})
     return len(added), len(gone)
@@ -465,13 +475,13 @@ def mark_dirty(conn: Connection, buckets: set[tuple[int, int]]) -> None:
     """Mark minute buckets dirty (the compactor recomputes them and cascades up the tiers)."""
     if not buckets:
         return
-    ordered = sorted(buckets)
     conn.execute(
         text("INSERT INTO dirty_buckets (target_id, tier, bucket_start, gen, marked_at) "
-             "SELECT t, 1, b, 1, :now FROM unnest(CAST(:t AS int[]), CAST(:b AS bigint[])) AS d(t, b) ORDER BY t, b "
+             "SELECT (x->>0)::int AS t, 1, (x->>1)::bigint AS b, 1, :now "
+             "FROM jsonb_array_elements(CAST(:rows AS jsonb)) x ORDER BY t, b "
              "ON CONFLICT (target_id, tier, bucket_start) DO UPDATE SET gen = dirty_buckets.gen + 1, "
              "marked_at = EXCLUDED.marked_at"),
-        {"t": [b[0] for b in ordered], "b": [b[1] for b in ordered], "now": int(time.time())},
+        {"rows": _j(list(b) for b in sorted(buckets)), "now": int(time.time())},
     )
 
 
