@@ -61,7 +61,7 @@ def error_info_from(exc: grpc.RpcError) -> types_pb2.ErrorInfo | None:
 
 async def abort(context: grpc.aio.ServicerContext, err: CanalError) -> None:
     """End the call with the error's status and ErrorInfo detail."""
-    await context.abort_with_status(err.to_status())
+    await context.abort_with_status(err.to_status())  # type: ignore[attr-defined]
 
 
 def create_server(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from pyroaring import BitMap
@@ -202,7 +203,7 @@ def series(conn: Connection, target: int | None, start: int, end: int, granulari
 
 def engagement(conn: Connection, target: int | None, start: int, end: int, dimension: str, sort_column: str,
                limit: int, after: tuple[int, str] | None, legacy: bool,
-               execution: Execution) -> list[dict[str, object]]:
+               execution: Execution) -> list[dict[str, Any]]:
     """`note` or `counterparty` rows, sorted by `sort_column` desc then key asc, keyset-paged."""
     if target is None:
         return []
