@@ -146,10 +146,12 @@ function normalizeRelays(list) {
 
 function normalizeFreshness(f, serverSkew) {
   if (!f || typeof f !== "object") return null;
-  const asOf = toUnix(f.as_of);
+  // 0 means "nothing read yet" (the placeholder meta of a 202 job answer): unknown, not 1970.
+  const positive = (v) => { const n = toUnix(v); return n != null && n > 0 ? n : null; };
+  const asOf = positive(f.as_of);
   return {
     asOf,
-    watermark: toUnix(f.watermark),
+    watermark: positive(f.watermark),
     lagSeconds: f.lag_seconds == null ? null : toInt(f.lag_seconds, null),
     stale: f.stale === true,
     relays: normalizeRelays(f.relays),

@@ -212,6 +212,7 @@ class Panel {
   /** Records the meta of the data now shown and updates the source tag. */
   setMeta(meta) {
     metas.set(this.key, meta);
+    this.viewSeq = view?.seq ?? null;
     errors.delete(this.key);
     if (this.root) {
       const tag = $('[data-testid="source-tag"]', this.root);
@@ -224,19 +225,32 @@ class Panel {
     refreshStatus();
   }
 
-  /** Says so when this panel's window or as_of differs from the view's (never a silent mismatch). */
+  /**
+   * Says so when this panel's window or as_of differs from the view's (never a silent mismatch).
+   * as_of only matters up to the window's end: two answers whose as_of are both at or after the
+   * end reflect every fact of the window, so they agree even if they were computed a second apart.
+   */
   updateNote() {
     if (!this.root || !view) return;
     const meta = metas.get(this.key);
     const note = $(".panel-note", this.root);
     const bits = [];
-    if (meta?.window && meta.window.start !== view.window.start) bits.push(`window starts ${fmtDateTime(meta.window.start, view.tz)}:${pad(zonedParts(meta.window.start, view.tz).s)}`);
-    if (meta?.window && meta.window.end !== view.window.end) bits.push(`window ends ${fmtTime(meta.window.end, view.tz)}`);
+    const w = meta?.window;
+    if (w && w.start !== view.window.start) bits.push(`window starts ${fmtDateTime(w.start, view.tz)}:${pad(zonedParts(w.start, view.tz).s)}`);
+    if (w && w.end !== view.window.end) bits.push(`window ends ${fmtTime(w.end, view.tz)}`);
     const top = view.asOf;
     const own = meta?.freshness?.asOf;
-    if (top != null && own != null && own !== top) bits.push(`as of ${fmtTime(own, view.tz)}`);
+    const covered = (t, end) => Math.min(t, end);
+    if (top != null && own != null && covered(own, w?.end ?? view.window.end) !== covered(top, view.window.end)) {
+      bits.push(`as of ${fmtTime(own, view.tz)}`);
+    }
     note.textContent = bits.join(" · ");
     note.hidden = !bits.length;
+    // What this panel shows, machine-readably (tests and support read these).
+    const d = this.root.dataset;
+    if (w) { d.windowStart = String(w.start); d.windowEnd = String(w.end); d.windowLabel = w.label ?? ""; }
+    if (own != null) d.asOf = String(own); else delete d.asOf;
+    d.consistent = String(!bits.length);
   }
 }
 
@@ -264,12 +278,13 @@ function renderWindowLabel() {
   wl.replaceChildren(h("span", { class: "window-name" }, name), " ", range, h("span", { class: "muted" }, ` (${view.tz})`));
   wl.dataset.start = String(start);
   wl.dataset.end = String(end);
+  wl.dataset.label = label || "custom";
   if (view.asOf != null) {
     asOf.textContent = fmtDateTime(view.asOf, view.tz) + ":" + pad(zonedParts(view.asOf, view.tz).s);
     asOf.dataset.value = String(view.asOf);
     asOf.title = `Unix ${view.asOf}`;
   } else {
-    asOf.textContent = "not reported";
+    asOf.textContent = view.asOfPending ? "computing…" : "not reported";
     delete asOf.dataset.value;
   }
   $("#footer-tz").textContent = `All times in ${view.tz}`;
@@ -384,13 +399,16 @@ function renderErrors() {
     return;
   }
   const items = [...uniq.values()].map((e) =>
-    h("div", { class: "error-item", "data-code": e.code },
-      h("strong", {}, e.message), e.hint ? h("span", { class: "error-hint" }, ` ${e.hint}`) : null,
+    h("div", { class: "error-item", "data-code": e.code, "data-hint-source": e.hintSource || (e.requestId ? "api" : "page") },
+      h("strong", {}, e.message), e.hint ? h("span", { class: "error-hint", "data-testid": "error-hint" }, ` ${e.hint}`) : null,
+      e.detail ? h("span", { class: "error-detail" }, ` ${e.detail}`) : null,
       h("span", { class: "error-code" }, ` ${e.code}${e.requestId ? ` · request ${e.requestId}` : ""}`)),
   );
   const close = h("button", { type: "button", class: "banner-close", "aria-label": "Dismiss", onclick: () => { errors.clear(); renderErrors(); } }, "×");
-  const kept = summary.view && summary.view !== view && (errors.has("summary") || errors.has("chart") || errors.has("drilldown"))
-    ? h("div", { class: "error-kept" }, "The numbers below are still those of the last window that loaded.") : null;
+  const kept = summary.view && errors.has("input")
+    ? h("div", { class: "error-kept" }, "The numbers below are still those of the last key and window that loaded.")
+    : summary.view && summary.view !== view && (errors.has("summary") || errors.has("chart") || errors.has("drilldown"))
+      ? h("div", { class: "error-kept" }, "The numbers below are still those of the last window that loaded.") : null;
   banner.replaceChildren(...items, kept || "", close);
   banner.hidden = false;
 }
@@ -410,7 +428,10 @@ function clearError(key) {
 }
 
 function refreshStatus() {
-  if (view && metas.get("summary")?.freshness?.asOf != null) view.asOf = metas.get("summary").freshness.asOf;
+  if (view && panels.summary.viewSeq === view.seq && metas.get("summary")?.freshness?.asOf != null) {
+    view.asOf = metas.get("summary").freshness.asOf;
+    view.asOfPending = false;
+  }
   renderWindowLabel();
   renderFreshness();
   renderBanners();
@@ -612,7 +633,7 @@ function effectiveGranularity() {
 function renderGranularityOptions() {
   const sel = $("#granularity");
   const span = view ? spanOf(view.window) : 7 * 86400;
-  const auto = view ? autoGranularity(span) : "hour";
+  const auto = view ? (state.gran === "auto" && view.gran ? view.gran : autoGranularity(span)) : "hour";
   sel.replaceChildren(
     h("option", { value: "auto" }, `Auto (${auto})`),
     ...GRANULARITIES.map((g) => h("option", { value: g, disabled: !fitsPoints(g, span), title: fitsPoints(g, span) ? null : "More than 1,000 points in this window" }, g.charAt(0).toUpperCase() + g.slice(1))),
@@ -646,28 +667,59 @@ function renderChart() {
   });
 }
 
+/** Every row of a time series at one granularity (follows jobs and pages); null when cancelled. */
+async function fetchSeries(panel, v, gran, signal) {
+  const rows = [];
+  let cursor = null, meta = null;
+  do {
+    const params = { ...v.base, ...v.explicit, dimension: "time", granularity: gran, limit: TIME_PAGE, cursor };
+    const res = await runForPanel(panel, (s) => api.getDrilldown(params, { signal: s }), signal);
+    if (!res) return null;
+    rows.push(...(res.data.rows || []));
+    cursor = res.data.next_cursor || null;
+    meta = res.meta;
+  } while (cursor && rows.length < MAX_POINTS * 2);
+  return { rows, meta };
+}
+
+const GRAN_ADJ = { minute: "Per-minute", hour: "Hourly", day: "Daily", week: "Weekly", month: "Monthly" };
+
+function renderChartNote(v) {
+  const note = $("#chart-note");
+  note.textContent = v?.granNote || "";
+  note.hidden = !v?.granNote;
+}
+
 async function loadChart() {
   if (!view) return;
   const panel = panels.chart;
   const v = view;
   const signal = panel.start(viewCtrl?.signal);
   v.gran = effectiveGranularity();
+  v.granNote = "";
   renderGranularityOptions();
   try {
-    const rows = [];
-    let cursor = null, meta = null;
-    do {
-      const params = { ...v.base, ...v.explicit, dimension: "time", granularity: v.gran, limit: TIME_PAGE, cursor };
-      const res = await runForPanel(panel, (s) => api.getDrilldown(params, { signal: s }), signal);
-      if (!res) return panel.done(signal);
-      rows.push(...(res.data.rows || []));
-      cursor = res.data.next_cursor || null;
-      meta = res.meta;
-    } while (cursor && rows.length < MAX_POINTS * 2);
+    let got = await fetchSeries(panel, v, v.gran, signal);
+    if (!got) return panel.done(signal);
+    const lost = (m) => m?.partial && m.partialReasons.some((r) => r.code === "retention");
+    if (lost(got.meta) && GRANULARITY_SECONDS[v.gran] < 86400 && state.gran === "auto" && fitsPoints("day", spanOf(v.window))) {
+      // Finer rollups are past retention here; days are kept for good, so show days, not empty hours.
+      const fine = v.gran;
+      const again = await fetchSeries(panel, v, "day", signal);
+      if (!again) return panel.done(signal);
+      got = again;
+      v.gran = "day";
+      v.granNote = `${GRAN_ADJ[fine]} detail is no longer kept for part of this window, so the chart shows days.`;
+      if (lost(got.meta)) v.granNote += " The days at the window's edges are approximate.";
+      renderGranularityOptions();
+    } else if (lost(got.meta)) {
+      v.granNote = `Part of this window is past the retention of ${GRAN_ADJ[v.gran].toLowerCase()} data: some buckets may count too little.`;
+    }
     if (view !== v) return;
-    chartRows = rows;
+    chartRows = got.rows;
     renderChart();
-    panel.setMeta(meta);
+    renderChartNote(v);
+    panel.setMeta(got.meta);
   } catch (e) {
     if (!api.isAbort(e)) setError("chart", e);
   } finally {
@@ -895,6 +947,24 @@ function describeEstimate(est, span) {
   return parts.join("");
 }
 
+/**
+ * The API has the last word on what a valid pubkey is: ask it, and show its code, hint and
+ * request id (with the page's more specific diagnosis as a detail). The local check above
+ * answers instantly; this replaces it when the API answers. The data shown stays as it is.
+ */
+async function explainInvalidPubkey(raw, local) {
+  const typed = String(raw ?? "");
+  try {
+    await api.getSummary({ pubkey: typed.trim(), window: "24h", metrics: "zaps.count" });
+  } catch (e) {
+    if (!(e instanceof api.ApiError) || e.status !== 400 || $("#pubkey").value !== typed || !errors.has("input")) return;
+    const merged = new api.ApiError({ status: e.status, code: e.code, message: local.message, hint: e.hint || local.hint, requestId: e.requestId });
+    merged.detail = local.hint && local.hint !== e.hint ? local.hint : "";
+    merged.hintSource = "api";
+    setError("input", merged);
+  }
+}
+
 /** Loads a whole view: summary first (fixes the window), then the rest with the same start/end. */
 async function loadView({ confirmed = false } = {}) {
   const check = api.validatePubkey($("#pubkey").value);
@@ -905,6 +975,7 @@ async function loadView({ confirmed = false } = {}) {
     errors.clear();
     setError("input", check.error);
     input.focus();
+    explainInvalidPubkey(input.value, check.error);
     return;
   }
   input.removeAttribute("aria-invalid");
@@ -959,36 +1030,57 @@ async function loadView({ confirmed = false } = {}) {
   const sp = panels.summary;
   Object.values(panels).forEach((p) => p.root && p.setBusy(true));
   const signal = sp.start(ctrl.signal);
+  const newView = (w) => {
+    const label = w.label || sel.preset || "custom";
+    return {
+      seq, tz: state.tz, base,
+      window: { start: w.start, end: w.end, label },
+      explicit: sel.preset === "all" || label === "all" ? { window: "all" } : { start: w.start, end: w.end },
+      asOf: null,
+      asOfPending: true,
+      drillCache: new Map(),
+      gran: null,
+    };
+  };
+  const startPanels = () => {
+    for (const k of [...metas.keys()]) if (!["summary", "chart", "drilldown"].includes(k)) metas.delete(k);
+    loadPrevious();
+    loadChart();
+    loadDrilldown();
+  };
+  // "all" cannot be pinned to an explicit end (custom windows span at most 10 years), so every
+  // panel asks for window=all at the same moment: the ends the gateway resolves then agree.
+  const together = sel.preset === "all";
+  if (together) {
+    view = newView(clientWindow(sel));
+    startPanels();
+  }
   let first;
   try {
     first = await api.getSummary({ ...base, ...winParams }, { signal });
   } catch (e) {
     if (api.isAbort(e)) return;
     setError("summary", e);
-    Object.values(panels).forEach((p) => p.setBusy(false));
+    if (!together) Object.values(panels).forEach((p) => p.setBusy(false));
+    else sp.setBusy(false);
     return;
   }
   if (seq !== viewSeq) return;
 
   // Fix the window once; every other request uses it.
   const w = first.meta.window ?? clientWindow(sel);
-  const label = w.label || sel.preset || "custom";
-  view = {
-    seq, tz: state.tz, base,
-    window: { start: w.start, end: w.end, label },
-    explicit: sel.preset === "all" || label === "all" ? { window: "all" } : { start: w.start, end: w.end },
-    asOf: first.meta.freshness?.asOf ?? null,
-    drillCache: new Map(),
-    gran: null,
-  };
-  for (const k of [...metas.keys()]) if (!["summary", "chart", "drilldown"].includes(k)) metas.delete(k);
+  if (together) {
+    view.window = { start: w.start, end: w.end, label: w.label || "all" };
+  } else {
+    view = newView(w);
+  }
+  view.asOf = first.meta.freshness?.asOf ?? null;
+  view.asOfPending = view.asOf == null && first.kind === "job";
   if (sel.preset) fillCustomInputs(view.window);
   renderWindowLabel();
   persist();
-
-  loadPrevious();
-  loadChart();
-  loadDrilldown();
+  if (together) refreshStatus();
+  else startPanels();
 
   try {
     const res = first.kind === "job" && first.job ? await followJob(sp, first.job, signal) : first;

@@ -1,0 +1,261 @@
+"""JobsService: long-running analytics queries (AIP-151). State in PostgreSQL, execution on arq.
+
+A job is a `jobs` row (kind summary|drilldown, state, phase, progress, params, result, error)
+plus an arq queue entry whose arq job id is the row id, so the worker, the reaper and
+cancellation all find one another by that id. Only the principal that made a job (or an
+admin) sees it; anyone else gets NOT_FOUND, never a hint that it exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from arq.connections import ArqRedis, RedisSettings, create_pool
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, status_pb2
+from redis.exceptions import RedisError
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
+
+from canal.common.v1 import types_pb2
+from canal.jobs.v1 import jobs_service_pb2 as pb
+from canal.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
+from libs.config import Settings
+from libs.nostr.bech32 import parse_pubkey
+from libs.rpc import CanalError, abort
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["JobsService"].full_name
+QUEUE_NAME = "canal:jobs"
+JOB_FUNCTION = "run_query_job"
+KINDS = ("summary", "drilldown")
+ACTIVE = ("queued", "running")
+TERMINAL = ("succeeded", "failed", "cancelled")
+STATES = {"queued": pb.JOB_STATE_QUEUED, "running": pb.JOB_STATE_RUNNING, "succeeded": pb.JOB_STATE_SUCCEEDED,
+          "failed": pb.JOB_STATE_FAILED, "cancelled": pb.JOB_STATE_CANCELLED}
+RPC_CODES = {"INVALID_ARGUMENT": code_pb2.INVALID_ARGUMENT, "NOT_FOUND": code_pb2.NOT_FOUND,
+             "UNAVAILABLE": code_pb2.UNAVAILABLE, "DEADLINE_EXCEEDED": code_pb2.DEADLINE_EXCEEDED,
+             "PERMISSION_DENIED": code_pb2.PERMISSION_DENIED, "CANCELLED": code_pb2.CANCELLED}
+COLUMNS = "id, kind, state, phase, progress, principal, params, result, error, attempts, created_at, updated_at"
+QUEUE_DOWN = ("the job queue (Redis) is unavailable",
+              "Retry in a minute; requests under the sync limit still answer synchronously.")
+
+
+# ---------------------------------------------------------------- the jobs table (also used by the worker)
+
+def insert_job(engine: Engine, job_id: str, kind: str, principal: str, params: dict[str, Any]) -> dict[str, Any]:
+    now = int(time.time())
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO jobs (id, kind, state, phase, progress, principal, params, attempts, "
+                          "created_at, updated_at) VALUES (:i, :k, 'queued', 'queued', 0, :p, CAST(:j AS jsonb), "
+                          "0, :t, :t)"),
+                     {"i": job_id, "k": kind, "p": principal, "j": json.dumps(params), "t": now})
+    return {"id": job_id, "kind": kind, "state": "queued", "phase": "queued", "progress": 0.0, "principal": principal,
+            "params": params, "result": None, "error": None, "attempts": 0, "created_at": now, "updated_at": now}
+
+
+def delete_job(engine: Engine, job_id: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM jobs WHERE id = :i"), {"i": job_id})
+
+
+def load_job(engine: Engine, job_id: str) -> dict[str, Any] | None:
+    """The analytics job row as a dict, or None (compaction runs share the table and are never returned)."""
+    with engine.connect() as conn:
+        row = conn.execute(text(f"SELECT {COLUMNS} FROM jobs WHERE id = :i AND kind IN ('summary', 'drilldown')"),
+                           {"i": job_id}).mappings().first()
+    return None if row is None else dict(row)
+
+
+def update_active(engine: Engine, job_id: str, **values: Any) -> bool:
+    """Update a queued/running job; False when it is no longer active (cancelled, or finished elsewhere)."""
+    values["updated_at"] = int(time.time())
+    sets = ", ".join(f"{k} = CAST(:{k} AS jsonb)" if k in ("result", "error") else f"{k} = :{k}" for k in values)
+    params = {k: json.dumps(v) if k in ("result", "error") else v for k, v in values.items()}
+    with engine.begin() as conn:
+        res = conn.execute(text(f"UPDATE jobs SET {sets} WHERE id = :id AND state IN ('queued', 'running')"),
+                           {**params, "id": job_id})
+    return bool(res.rowcount)
+
+
+def start_attempt(engine: Engine, job_id: str) -> bool:
+    """Mark the job running and count the attempt; False when it is no longer active."""
+    with engine.begin() as conn:
+        res = conn.execute(text("UPDATE jobs SET state = 'running', phase = 'planning', progress = 0.1, "
+                                "attempts = attempts + 1, error = NULL, updated_at = :t "
+                                "WHERE id = :i AND state IN ('queued', 'running')"),
+                           {"i": job_id, "t": int(time.time())})
+    return bool(res.rowcount)
+
+
+def cancel_job(engine: Engine, job_id: str) -> None:
+    update_active(engine, job_id, state="cancelled")
+
+
+def purge_expired(engine: Engine, keep_hours: int) -> int:
+    """Delete finished analytics jobs older than `keep_hours` (never less than 24 h)."""
+    cutoff = int(time.time()) - max(24, keep_hours) * 3600
+    with engine.begin() as conn:
+        res = conn.execute(text("DELETE FROM jobs WHERE kind IN ('summary', 'drilldown') "
+                                "AND state IN ('succeeded', 'failed', 'cancelled') AND updated_at < :c"), {"c": cutoff})
+    return int(res.rowcount or 0)
+
+
+def active_jobs(engine: Engine, limit: int = 500) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, state, updated_at FROM jobs WHERE kind IN ('summary', 'drilldown') "
+                                 "AND state IN ('queued', 'running') ORDER BY updated_at LIMIT :n"),
+                            {"n": limit}).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def error_status(error: dict[str, Any]) -> status_pb2.Status:
+    """A stored job error as google.rpc.Status with an ErrorInfo detail."""
+    detail = any_pb2.Any()
+    detail.Pack(types_pb2.ErrorInfo(code=str(error.get("code", "INTERNAL")), message=str(error.get("message", "")),
+                                    hint=str(error.get("hint", ""))))
+    code = RPC_CODES.get(str(error.get("status", "")), code_pb2.UNKNOWN)
+    return status_pb2.Status(code=code, message=str(error.get("message", "")), details=[detail])
+
+
+def job_proto(row: dict[str, Any]) -> pb.Job:
+    job = pb.Job(id=row["id"], state=STATES.get(row["state"], pb.JOB_STATE_UNSPECIFIED), phase=row["phase"] or "",
+                 progress=float(row["progress"] or 0.0), created_at=int(row["created_at"]),
+                 updated_at=int(row["updated_at"]), kind=row["kind"], principal=row["principal"] or "",
+                 params_json=json.dumps(row["params"] or {}))
+    if row.get("error"):
+        job.error.CopyFrom(error_status(row["error"]))
+    return job
+
+
+# ---------------------------------------------------------------- the gRPC servicer
+
+def _invalid(code: str, message: str, hint: str, field: str) -> CanalError:
+    return CanalError(code, message, hint, field, status=grpc.StatusCode.INVALID_ARGUMENT)
+
+
+def _not_found(job_id: str) -> CanalError:
+    return CanalError("JOB_NOT_FOUND", f"no job {job_id[:40]!r} is visible to you",
+                      "Check the id; jobs are visible only to the principal that made them.", "id",
+                      status=grpc.StatusCode.NOT_FOUND)
+
+
+def _params(request: pb.CreateJobRequest) -> dict[str, Any]:
+    if request.kind not in KINDS:
+        raise _invalid("INVALID_KIND", f"unknown job kind {request.kind[:40]!r}", "Use summary or drilldown.", "kind")
+    if not request.principal:
+        raise _invalid("INVALID_REQUEST", "principal is required", "Pass the caller's principal id.", "principal")
+    try:
+        params = json.loads(request.params_json or "{}")
+    except ValueError:
+        params = None
+    if not isinstance(params, dict):
+        raise _invalid("INVALID_REQUEST", "params_json is not a JSON object", "Send the parameters as a JSON "
+                       "object.", "params_json")
+    try:
+        params["pubkey"] = parse_pubkey(str(params.get("pubkey", "")))
+    except ValueError as exc:
+        raise _invalid("INVALID_PUBKEY", str(exc), "Pass 64 lowercase hex characters or an npub1… string.",
+                       "pubkey") from None
+    params["source"] = "legacy" if request.source == types_pb2.SOURCE_LEGACY else "canonical"
+    return params
+
+
+def _guarded(handler: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Unexpected failures (a database outage, a bug) end as UNAVAILABLE/INTERNAL with no internals."""
+
+    @functools.wraps(handler)
+    async def wrapped(self: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
+        try:
+            return await handler(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except OperationalError:
+            log.warning("%s: database unavailable", handler.__name__, exc_info=True)
+            await abort(context, CanalError("UNAVAILABLE", "the job store is unavailable",
+                                            "Retry in a few seconds.", status=grpc.StatusCode.UNAVAILABLE))
+        except Exception:
+            log.exception("%s failed", handler.__name__)
+            await abort(context, CanalError("INTERNAL", "the job request failed unexpectedly",
+                                            "Retry; if it persists, report the request id.",
+                                            status=grpc.StatusCode.INTERNAL))
+        raise AssertionError("unreachable")
+
+    return wrapped
+
+
+class JobsService(pb_grpc.JobsServiceServicer):
+    """Create, read, cancel and fetch results of analytics jobs."""
+
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self._pool: ArqRedis | None = None
+
+    async def _queue(self) -> ArqRedis:
+        if self._pool is None:
+            if not self.settings.redis_url:
+                raise CanalError("UNAVAILABLE", "no job queue is configured", "Set REDIS_URL.",
+                                 status=grpc.StatusCode.UNAVAILABLE)
+            redis_settings = RedisSettings.from_dsn(self.settings.redis_url)
+            redis_settings.conn_retries = 0
+            self._pool = await create_pool(redis_settings, default_queue_name=QUEUE_NAME)
+        return self._pool
+
+    async def _visible(self, context: grpc.aio.ServicerContext, job_id: str, principal: str,
+                       admin: bool) -> dict[str, Any]:
+        row = await asyncio.to_thread(load_job, self.engine, job_id) if job_id else None
+        if row is None or not (admin or (principal and row["principal"] == principal)):
+            await abort(context, _not_found(job_id))
+            raise AssertionError("unreachable")
+        return row
+
+    @_guarded
+    async def CreateJob(self, request: pb.CreateJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+        try:
+            params = _params(request)
+        except CanalError as err:
+            await abort(context, err)
+            raise
+        job_id = secrets.token_hex(16)
+        row = await asyncio.to_thread(insert_job, self.engine, job_id, request.kind, request.principal, params)
+        try:
+            queue = await self._queue()
+            await queue.enqueue_job(JOB_FUNCTION, job_id, _job_id=job_id, _queue_name=QUEUE_NAME)
+        except (TimeoutError, RedisError, OSError, CanalError) as exc:
+            log.warning("could not enqueue job %s: %s", job_id, type(exc).__name__)
+            await asyncio.to_thread(delete_job, self.engine, job_id)
+            await abort(context, CanalError("UNAVAILABLE", *QUEUE_DOWN, status=grpc.StatusCode.UNAVAILABLE))
+        return job_proto(row)
+
+    @_guarded
+    async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+        return job_proto(await self._visible(context, request.id, request.principal, request.admin))
+
+    @_guarded
+    async def CancelJob(self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+        await self._visible(context, request.id, request.principal, request.admin)
+        await asyncio.to_thread(cancel_job, self.engine, request.id)
+        return job_proto(await self._visible(context, request.id, request.principal, request.admin))
+
+    @_guarded
+    async def GetJobResult(self, request: pb.GetJobResultRequest,
+                           context: grpc.aio.ServicerContext) -> pb.GetJobResultResponse:
+        row = await self._visible(context, request.id, request.principal, request.admin)
+        result = json.dumps(row["result"]) if row["state"] == "succeeded" and row["result"] is not None else ""
+        return pb.GetJobResultResponse(job=job_proto(row), result_json=result)
+
+
+def add_jobs_service(server: grpc.aio.Server, engine: Engine, settings: Settings) -> str:
+    """Register JobsService on the query server; returns its full service name."""
+    pb_grpc.add_JobsServiceServicer_to_server(JobsService(engine, settings), server)
+    return SERVICE_NAME
