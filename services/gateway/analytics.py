@@ -15,10 +15,10 @@ from fastapi.responses import JSONResponse
 from canal.common.v1 import types_pb2
 from canal.jobs.v1 import jobs_service_pb2 as jpb
 from canal.query.v1 import query_service_pb2 as qpb
+from libs.envelope import drilldown_payload, finish, placeholder_meta, summary_payload
 from services.gateway.auth import Principal
 from services.gateway.cache import digest, settle
 from services.gateway.context import Gateway, gateway
-from services.gateway.envelope import drilldown_payload, finish, placeholder_meta, summary_payload
 from services.gateway.errors import UpstreamError, unavailable
 from services.gateway.params import AnalyticsQuery
 from services.gateway.redis_guard import RedisDown

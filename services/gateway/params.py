@@ -16,9 +16,9 @@ from canal.common.v1 import types_pb2
 from canal.query.v1 import query_service_pb2 as qpb
 from libs.metrics import METRIC_NAMES
 from libs.nostr.bech32 import parse_pubkey
+from libs.windows.errors import PlanningError
+from libs.windows.windows import parse_tz, resolve_window
 from services.gateway.errors import FIELD_HINTS, ApiError
-from services.query.planning.errors import PlanningError
-from services.query.planning.windows import parse_tz, resolve_window
 
 DIMENSIONS = ("note", "counterparty", "kind", "time")
 GRANULARITIES = ("minute", "hour", "day", "week", "month")

@@ -21,12 +21,12 @@ from libs.db.engine import make_engine
 from libs.metrics import ENGAGEMENT_METRICS
 from libs.rpc import CanalError, abort
 from libs.rpc import create_server as rpc_server
+from libs.windows.errors import PlanningError
+from libs.windows.windows import parse_tz
 from services.query import context
 from services.query import engine as q
 from services.query import service as svc
 from services.query.planning.cursor import decode_page_cursor, encode_page_cursor, request_fingerprint
-from services.query.planning.errors import PlanningError
-from services.query.planning.windows import parse_tz
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)

@@ -13,11 +13,11 @@ from canal.common.v1 import types_pb2
 from libs.metrics import ENGAGEMENT_METRICS, METRIC_NAMES
 from libs.nostr.bech32 import parse_pubkey
 from libs.rpc import CanalError
+from libs.windows.errors import PlanningError
+from libs.windows.windows import Window, resolve_window
 from services.query import context
 from services.query.engine import Execution
-from services.query.planning.errors import PlanningError
 from services.query.planning.plan import estimate_cost, plan_window
-from services.query.planning.windows import Window, resolve_window
 
 DIMENSIONS = ("note", "counterparty", "kind", "time")
 GRANULARITIES = ("minute", "hour", "day", "week", "month")

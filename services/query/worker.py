@@ -36,8 +36,8 @@ from canal.query.v1 import query_service_pb2 as qpb
 from canal.query.v1 import query_service_pb2_grpc as qpb_grpc
 from libs.config import Settings, get_settings
 from libs.db.engine import make_engine
+from libs.envelope import drilldown_payload, summary_payload
 from libs.rpc import error_info_from
-from services.gateway.envelope import drilldown_payload, summary_payload
 from services.query import jobs_service as jobs
 from services.query.jobs_service import JOB_FUNCTION, QUEUE_NAME, TERMINAL
 

@@ -7,9 +7,9 @@ import asyncio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from libs.envelope import finish, placeholder_meta
 from services.gateway.context import gateway
 from services.gateway.docs import READ_ERRORS, SECURED, errors
-from services.gateway.envelope import finish, placeholder_meta
 from services.gateway.errors import ApiError
 from services.gateway.flags import Flag, get_flag, set_flag
 from services.gateway.models import FlagEnvelope, FlagUpdate

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from canal.query.v1 import query_service_pb2 as qpb
+from libs.envelope import TIERS, finish, placeholder_meta
 from services.gateway import analytics
 from services.gateway.context import gateway
 from services.gateway.docs import READ_ERRORS, SECURED, errors
-from services.gateway.envelope import TIERS, finish, placeholder_meta
 from services.gateway.errors import UpstreamError
 from services.gateway.models import DrilldownEnvelope, EstimateEnvelope, JobAcceptedEnvelope, SummaryEnvelope
 from services.gateway.params import build_query

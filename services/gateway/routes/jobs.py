@@ -12,12 +12,12 @@ from fastapi.responses import JSONResponse
 
 from canal.common.v1 import types_pb2
 from canal.jobs.v1 import jobs_service_pb2 as jpb
+from libs.envelope import finish, placeholder_meta
 from services.gateway import analytics
 from services.gateway.auth import Principal
 from services.gateway.context import Gateway, gateway
 from services.gateway.csv_export import result_csv
 from services.gateway.docs import READ_ERRORS, SECURED, errors
-from services.gateway.envelope import finish, placeholder_meta
 from services.gateway.errors import ApiError, UpstreamError, job_not_found
 from services.gateway.models import JobAcceptedEnvelope, JobCreate, JobStatusEnvelope
 from services.gateway.params import build_query

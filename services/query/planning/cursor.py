@@ -26,7 +26,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
-from services.query.planning.errors import CursorError
+from libs.windows.errors import CursorError
 
 __all__ = [
     "MAC_BYTES",

@@ -27,7 +27,7 @@ from datetime import date, datetime, timedelta
 from typing import Final, Literal, NamedTuple, get_args
 from zoneinfo import ZoneInfo
 
-from services.query.planning.errors import TooManyPoints, WindowError
+from libs.windows.errors import TooManyPoints, WindowError
 
 __all__ = ["GRANULARITIES", "MAX_POINTS", "Granularity", "TimeBucket", "time_buckets"]
 

@@ -6,22 +6,12 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 
-import psycopg
 import pytest
 import pytest_asyncio
 
-from libs.db.engine import normalize_url
 from libs.db.migrate import upgrade
+from tests.conftest import with_database
 from tests.services.gateway.helpers import Stack, running_stack
-
-
-@pytest.fixture(autouse=True)
-def _servers_of_one_kind(request: pytest.FixtureRequest) -> None:
-    """Run embedded+embedded and machine+machine, not the mixed pairs: they add time, not coverage here."""
-    callspec = getattr(request.node, "callspec", None)
-    params = callspec.params if callspec is not None else {}
-    if "pg_server" in params and "redis_server" in params and params["pg_server"] != params["redis_server"]:
-        pytest.skip("mixed embedded/machine server pairs add nothing to the gateway tests")
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -34,12 +24,7 @@ async def stack(db: str, redis_url: str) -> AsyncIterator[Stack]:
 @pytest.fixture(scope="session")
 def shared_db(pg_server: str) -> str:
     """A database of its own for the shared stacks, so no test's truncation pulls keys from under them."""
-    name = f"canal_gw_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    plain = normalize_url(pg_server).replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base, _, query = plain.partition("?")
-    url = base.rsplit("/", 1)[0] + "/" + name + (f"?{query}" if query else "")
+    url = with_database(pg_server, f"canal_gw_{os.getpid()}_{uuid.uuid4().hex[:6]}")
     upgrade(url)
     return url
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from libs.windows.errors import CursorError
 from services.query.planning.cursor import (
     MAX_CURSOR_CHARS,
     decode_cursor,
@@ -17,7 +18,6 @@ from services.query.planning.cursor import (
     encode_page_cursor,
     request_fingerprint,
 )
-from services.query.planning.errors import CursorError
 
 SECRET = b"0123456789abcdef-test-secret"
 REQUEST = {"pubkey": "ab" * 32, "start": 1000, "end": 2000, "dimension": "note", "metric": "zaps.msats"}

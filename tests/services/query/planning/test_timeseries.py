@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.query.planning.errors import TooManyPoints, WindowError
+from libs.windows.errors import TooManyPoints, WindowError
 from services.query.planning.timeseries import MAX_POINTS, TimeBucket, time_buckets
 
 UTC_ZONE = ZoneInfo("UTC")

@@ -6,8 +6,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.query.planning.errors import InvalidTimezone, WindowError
-from services.query.planning.windows import (
+from libs.windows.errors import InvalidTimezone, WindowError
+from libs.windows.windows import (
     MAX_SPAN_SECONDS,
     Window,
     parse_time,

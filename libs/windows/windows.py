@@ -25,7 +25,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from services.query.planning.errors import InvalidTimezone, WindowError
+from libs.windows.errors import InvalidTimezone, WindowError
 
 __all__ = [
     "CUSTOM_LABEL",
