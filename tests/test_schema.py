@@ -10,11 +10,11 @@ from sqlalchemy import inspect, text
 from libs.db.engine import make_engine
 from libs.db.migrate import downgrade, upgrade
 from libs.db.models import Base
-from tests.conftest import _with_database
+from tests.conftest import with_database
 
 
 def test_migrations_apply_to_empty_database_and_downgrade_cleanly(pg_server: str) -> None:
-    url = _with_database(pg_server, f"canal_mig_{uuid.uuid4().hex[:8]}")
+    url = with_database(pg_server, f"canal_mig_{uuid.uuid4().hex[:8]}")
     upgrade(url)
     eng = make_engine(url, pool_size=1)
     tables = set(inspect(eng).get_table_names())
