@@ -45,7 +45,7 @@ def dirty_sets(conn: Connection, target: int, start: int, end: int) -> dict[str,
     """
     out: dict[str, set[int]] = {t.label: set() for t in Tier}
     rows = conn.execute(
-        text("SELECT tier, bucket_start FROM dirty_buckets WHERE target_id = :t "
+        text("SELECT tier, bucket_start FROM dirty_buckets WHERE target_id = :t AND tier IN (1, 2, 3) "
              "AND bucket_start >= :lo AND bucket_start < :hi"),
         {"t": target, "lo": start - TIER_SECONDS[Tier.DAY], "hi": end},
     )

@@ -59,69 +59,88 @@ class Execution:
         return ["retention"] if self.missing else []
 
 
-@dataclass(frozen=True)
+@dataclass
 class Layout:
-    """Per time bucket: aggregate segments (tier, a, b) and raw ranges, as flat arrays for SQL."""
+    """What to read for a list of time buckets: merged aggregate segments and raw ranges, plus bucket starts.
 
-    seg_tier: list[int]
-    seg_a: list[int]
-    seg_b: list[int]
-    seg_i: list[int]
-    raw_a: list[int]
-    raw_b: list[int]
-    raw_i: list[int]
+    Every aggregate bucket and raw range lies inside exactly one time bucket, so SQL assigns rows to
+    time buckets with `width_bucket` over `bounds`.
+    """
+
+    bounds: list[int] = field(default_factory=list)
+    segments: list[tuple[int, int, int]] = field(default_factory=list)  # (tier, first bucket start, end)
+    raw: list[tuple[int, int]] = field(default_factory=list)
+
+
+def _merge(ranges: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """Join touching ranges of the same kind: (key..., a, b) with equal keys and b == next a."""
+    out: list[tuple[int, ...]] = []
+    for r in sorted(ranges):
+        if out and out[-1][:-2] == r[:-2] and out[-1][-1] == r[-2]:
+            out[-1] = (*r[:-2], out[-1][-2], r[-1])
+        else:
+            out.append(r)
+    return out
 
 
 def plan_buckets(conn: Connection, target: int, buckets: Sequence[tuple[int, int]], legacy: bool,
                  execution: Execution) -> Layout:
     """Plan every bucket (canonical) or scan it raw (legacy); record the plan in `execution`."""
-    layout = Layout([], [], [], [], [], [], [])
+    layout = Layout(bounds=[s for s, _ in buckets])
     if not buckets:
         return layout
     horizons = context.horizons(conn)
+    raw: list[tuple[int, ...]] = []
+    segments: list[tuple[int, ...]] = []
     if legacy:
         facts_horizon = horizons.get("facts", 0)
-        for i, (s, e) in enumerate(buckets):
+        for s, e in buckets:
             if s < facts_horizon:
                 execution.missing.append((s, min(e, facts_horizon)))
-            layout.raw_a.append(s)
-            layout.raw_b.append(e)
-            layout.raw_i.append(i)
-            execution.raw_ranges.append((s, e))
-        return layout
-    dirty = context.dirty_sets(conn, target, buckets[0][0], buckets[-1][1])
-    for i, (s, e) in enumerate(buckets):
-        plan: Plan = plan_window(s, e, dirty, ALL_TIERS_COMPLETE, horizons)
-        for seg in plan.segments:
-            layout.seg_tier.append(int(TIER_BY_LABEL[seg.tier]))
-            layout.seg_a.append(seg.start)
-            layout.seg_b.append(seg.end)
-            layout.seg_i.append(i)
-        for a, b in plan.raw:
-            layout.raw_a.append(a)
-            layout.raw_b.append(b)
-            layout.raw_i.append(i)
-            execution.raw_ranges.append((a, b))
-        for tier, n in plan.buckets.items():
-            execution.tiers[tier] = execution.tiers.get(tier, 0) + n
-        execution.missing.extend(plan.missing)
+            raw.append((s, e))
+    else:
+        dirty = context.dirty_sets(conn, target, buckets[0][0], buckets[-1][1])
+        for s, e in buckets:
+            plan: Plan = plan_window(s, e, dirty, ALL_TIERS_COMPLETE, horizons)
+            segments += [(int(TIER_BY_LABEL[seg.tier]), seg.start, seg.end) for seg in plan.segments]
+            raw += list(plan.raw)
+            for tier, n in plan.buckets.items():
+                execution.tiers[tier] = execution.tiers.get(tier, 0) + n
+            execution.missing.extend(plan.missing)
+    layout.raw = [(a, b) for a, b in _merge(raw)]
+    layout.segments = [(t, a, b) for t, a, b in _merge(segments)]
+    execution.raw_ranges.extend(layout.raw)
     return layout
 
 
-def _agg_sql(with_sets: bool) -> str:
+def _segment_filter(layout: Layout) -> str:
+    """Explicit ranges (integers only) so PostgreSQL uses one primary-key range scan per segment."""
+    return " OR ".join(f"(g.tier = {t} AND g.bucket_start >= {a} AND g.bucket_start < {b})"
+                       for t, a, b in layout.segments)
+
+
+def _raw_filter(layout: Layout) -> str:
+    return " OR ".join(f"(f.created_at >= {a} AND f.created_at < {b})" for a, b in layout.raw)
+
+
+def _bucket_index(layout: Layout, column: str) -> str:
+    if len(layout.bounds) == 1:
+        return "0"
+    return f"width_bucket({column}, CAST(:bounds AS bigint[])) - 1"
+
+
+def _agg_sql(layout: Layout, with_sets: bool) -> str:
     cols = ", ".join(f"sum(g.{c})::bigint" for c in FACT_COLUMNS)
     sets = "".join(f", array_agg(g.{c}) FILTER (WHERE g.{c} IS NOT NULL)" for c in SET_COLUMNS) if with_sets else ""
-    return (f"SELECT s.i, {cols}{sets} FROM unnest(CAST(:tier AS smallint[]), CAST(:a AS bigint[]), "
-            "CAST(:b AS bigint[]), CAST(:i AS int[])) AS s(tier, a, b, i) JOIN aggregates g ON g.target_id = :t "
-            "AND g.tier = s.tier AND g.bucket_start >= s.a AND g.bucket_start < s.b GROUP BY s.i")
+    return (f"SELECT {_bucket_index(layout, 'g.bucket_start')} AS i, {cols}{sets} FROM aggregates g "
+            f"WHERE g.target_id = :t AND ({_segment_filter(layout)}) GROUP BY 1")
 
 
-def _raw_sql(with_sets: bool) -> str:
+def _raw_sql(layout: Layout, with_sets: bool) -> str:
     cols = ", ".join(f"({sql})::bigint" for sql in FACT_COLUMNS.values())
     sets = "".join(f", {sql}" for sql in FACT_SETS.values()) if with_sets else ""
-    return (f"SELECT r.i, {cols}{sets} FROM unnest(CAST(:a AS bigint[]), CAST(:b AS bigint[]), CAST(:i AS int[])) "
-            "AS r(a, b, i) JOIN facts f ON f.target_id = :t AND f.created_at >= r.a AND f.created_at < r.b "
-            "GROUP BY r.i")
+    return (f"SELECT {_bucket_index(layout, 'f.created_at')} AS i, {cols}{sets} FROM facts f "
+            f"WHERE f.target_id = :t AND ({_raw_filter(layout)}) GROUP BY 1")
 
 
 def compute_buckets(conn: Connection, target: int | None, buckets: Sequence[tuple[int, int]], legacy: bool,
@@ -133,20 +152,17 @@ def compute_buckets(conn: Connection, target: int | None, buckets: Sequence[tupl
     layout = plan_buckets(conn, target, buckets, legacy, execution)
     ncols = len(FACT_COLUMNS)
     names = list(FACT_COLUMNS)
-    if layout.seg_i:
-        rows = conn.execute(text(_agg_sql(with_sets)), {
-            "t": target, "tier": layout.seg_tier, "a": layout.seg_a, "b": layout.seg_b, "i": layout.seg_i})
-        for row in rows:
+    params = {"t": target, "bounds": "{" + ",".join(map(str, layout.bounds)) + "}"}
+    if layout.segments:
+        for row in conn.execute(text(_agg_sql(layout, with_sets)), params):
             part = parts[row[0]]
             _add_cols(part, names, row[1 : 1 + ncols])
             if with_sets:
                 for k, blobs in zip(SET_COLUMNS, row[1 + ncols :], strict=True):
                     for blob in blobs or ():
                         part.sets[k] |= BitMap.deserialize(bytes(blob))
-    if layout.raw_i:
-        rows = conn.execute(text(_raw_sql(with_sets)), {
-            "t": target, "a": layout.raw_a, "b": layout.raw_b, "i": layout.raw_i})
-        for row in rows:
+    if layout.raw:
+        for row in conn.execute(text(_raw_sql(layout, with_sets)), params):
             part = parts[row[0]]
             _add_cols(part, names, row[1 : 1 + ncols])
             execution.raw_facts += int(row[1])
@@ -211,16 +227,17 @@ def engagement(conn: Connection, target: int | None, start: int, end: int, dimen
     by = "note_id" if dimension == "note" else "actor_id"
     table = "note_aggregates" if dimension == "note" else "actor_aggregates"
     cols = ", ".join(f"g.{c}" for c in ENGAGEMENT_COLUMNS)
-    raw_cols = ", ".join(f"({sql})::bigint" for sql in ENGAGEMENT_COLUMNS.values())
+    raw_cols = ", ".join(f"({sql})::bigint AS {name}" for name, sql in ENGAGEMENT_COLUMNS.items())
     types = ", ".join(str(int(t)) for t in ENGAGEMENT_TYPES)
-    parts = [
-        f"SELECT g.{by} AS k, {cols} FROM unnest(CAST(:tier AS smallint[]), CAST(:sa AS bigint[]), "
-        f"CAST(:sb AS bigint[])) AS s(tier, a, b) JOIN {table} g ON g.target_id = :t AND g.tier = s.tier "
-        "AND g.bucket_start >= s.a AND g.bucket_start < s.b",
-        f"SELECT f.{by} AS k, {raw_cols} FROM unnest(CAST(:ra AS bigint[]), CAST(:rb AS bigint[])) AS r(a, b) "
-        f"JOIN facts f ON f.target_id = :t AND f.created_at >= r.a AND f.created_at < r.b "
-        f"WHERE f.fact_type IN ({types}) AND f.{by} IS NOT NULL GROUP BY f.{by}",
-    ]
+    parts = []
+    if layout.segments:
+        parts.append(f"SELECT g.{by} AS k, {cols} FROM {table} g WHERE g.target_id = :t "
+                     f"AND ({_segment_filter(layout)})")
+    if layout.raw:
+        parts.append(f"SELECT f.{by} AS k, {raw_cols} FROM facts f WHERE f.target_id = :t "
+                     f"AND ({_raw_filter(layout)}) AND f.fact_type IN ({types}) AND f.{by} IS NOT NULL GROUP BY f.{by}")
+    if not parts:
+        return []
     sums = ", ".join(f"sum(p.{c})::bigint AS {c}" for c in ENGAGEMENT_COLUMNS)
     if dimension == "note":
         key, joins, extra, group = "n.note_key", "JOIN notes n ON n.id = p.k", ", n.deleted", ", n.deleted"
@@ -230,24 +247,19 @@ def engagement(conn: Connection, target: int | None, start: int, end: int, dimen
         extra, group = ", pr.display_name", ", pr.display_name"
     metric_sql = f"sum(p.{sort_column})"
     having = " + ".join(f"sum(p.{c})" for c in ENGAGEMENT_COLUMNS) + " > 0"
-    params: dict[str, object] = {
-        "t": target, "tier": layout.seg_tier, "sa": layout.seg_a, "sb": layout.seg_b,
-        "ra": layout.raw_a, "rb": layout.raw_b, "lim": limit + 1,
-    }
+    params: dict[str, object] = {"t": target, "lim": limit + 1}
     if after is not None:
         having += f" AND ({metric_sql} < :av OR ({metric_sql} = :av AND {key} > :ak))"
         params["av"], params["ak"] = after
     sql = (f"SELECT {key} AS key{extra}, {sums} FROM ({' UNION ALL '.join(parts)}) p {joins} "
            f"GROUP BY {key}{group} HAVING {having} ORDER BY {metric_sql} DESC, {key} ASC LIMIT :lim")
     rows = conn.execute(text(sql), params).mappings().all()
-    if layout.raw_i or layout.raw_a:
+    if layout.raw:
         execution.raw_facts += _count_raw(conn, target, layout)
     return [dict(r) for r in rows]
 
 
 def _count_raw(conn: Connection, target: int, layout: Layout) -> int:
-    row = conn.execute(
-        text("SELECT count(*) FROM unnest(CAST(:a AS bigint[]), CAST(:b AS bigint[])) AS r(a, b) "
-             "JOIN facts f ON f.target_id = :t AND f.created_at >= r.a AND f.created_at < r.b"),
-        {"t": target, "a": layout.raw_a, "b": layout.raw_b}).first()
+    row = conn.execute(text(f"SELECT count(*) FROM facts f WHERE f.target_id = :t AND ({_raw_filter(layout)})"),
+                       {"t": target}).first()
     return int(row[0]) if row else 0
