@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, status_pb2
+from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
@@ -68,17 +69,19 @@ def create_server(
     address: str,
     register: Callable[[grpc.aio.Server], Iterable[str]],
     interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
-) -> tuple[grpc.aio.Server, int, health.HealthServicer]:
+) -> tuple[grpc.aio.Server, int, health_aio.HealthServicer]:
     """A grpc.aio server with our services (named by `register`), standard health checking and reflection.
 
     Returns (server, bound port, health servicer); bind port 0 in tests.
     """
     server = grpc.aio.server(interceptors=list(interceptors), options=[("grpc.so_reuseport", 0)])
     names = list(register(server))
-    health_servicer = health.HealthServicer()
+    # The asyncio servicer: the sync one breaks under grpc.aio interceptors (OpenTelemetry's among them).
+    health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ["", *names]:
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        # `set` is a coroutine that also wakes watchers; before start there are none, so fill the map directly.
+        health_servicer._server_status[name] = health_pb2.HealthCheckResponse.SERVING
     reflection.enable_server_reflection([*names, reflection.SERVICE_NAME, health.SERVICE_NAME], server)
     port = server.add_insecure_port(address)
     if port == 0:

@@ -141,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     ld = sub.add_parser("load", help="bounded load test against 127.0.0.1")
     ld.add_argument("--seconds", type=int, default=60)
     ld.add_argument("--out", default="docs/reports/load")
+    ld.add_argument("--base-url", default=None, help="a running suite (127.0.0.1 only); default: "
+                    "http://127.0.0.1:8080, else start one")
+    ld.add_argument("--requests", type=int, default=None, help="request budget (default 200000)")
+    ld.add_argument("--api-key", default=None, help="default: the demo key from /ui/config.json")
     return p
 
 

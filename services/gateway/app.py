@@ -67,7 +67,8 @@ def create_app(settings: Settings, query_channel_factory: ChannelFactory | None 
             await gw.close()
 
     app = FastAPI(title="canal analytics API", version="2.0.0", description=DESCRIPTION,
-                  openapi_url="/api/v2/openapi.json", docs_url="/api/v2/docs", redoc_url=None, lifespan=lifespan)
+                  openapi_url="/api/v2/openapi.json", docs_url="/api/v2/docs", redoc_url=None, lifespan=lifespan,
+                  telemetry={"tracing": False})  # `observe` opens the one server span
     app.state.gw = gw
     for module in (analytics, jobs, admin, ops):
         app.include_router(module.router)

@@ -76,6 +76,10 @@ class Gateway:
                 continue
         if not self.settings.demo_mode():
             return None
+        if not self.settings.relay_list():  # the generated demo network: its creator is known up front
+            from libs.demo.generator import demo_pubkey
+
+            return demo_pubkey(self.settings.demo_seed)
         value, at = self._default_pubkey
         if time.monotonic() - at < 60 and at:
             return value
@@ -84,7 +88,8 @@ class Gateway:
         except Exception:
             log.warning("could not read the default pubkey", exc_info=True)
             value = None
-        self._default_pubkey = (value, time.monotonic())
+        if value is not None:  # do not cache "nothing ingested yet"
+            self._default_pubkey = (value, time.monotonic())
         return value
 
     async def close(self) -> None:

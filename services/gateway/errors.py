@@ -158,6 +158,8 @@ def validation_error(errors: Sequence[Mapping[str, Any]]) -> ApiError:
     code = FIELD_CODES.get(field, "INVALID_REQUEST")
     where = field or (loc[-1] if loc else "request")
     reason = str(first.get("msg", "is not valid"))
+    if first.get("type") == "string_pattern_mismatch":  # never echo our validation regex to clients
+        reason = "is not in an accepted format"
     if len(reason) > 200:
         reason = reason[:197] + "..."
     hint = FIELD_HINTS.get(field) or "Check the parameter against the API documentation at /api/v2/docs."

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 
 import uvicorn
 
@@ -22,4 +24,7 @@ async def serve(settings: Settings) -> None:
                             log_config=None)
     log.info("gateway listening on http://%s:%d (query service at %s)", settings.host, settings.port,
              settings.query_addr)
+    # uvicorn re-raises SIGTERM once it has drained; with the default handler the process then dies with
+    # -15 although it stopped cleanly. Exit 0 instead (SIGINT already ends as KeyboardInterrupt -> 0).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     await uvicorn.Server(config).serve()

@@ -21,6 +21,7 @@ import grpc
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, status_pb2
+from opentelemetry import propagate
 from redis.exceptions import RedisError
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
@@ -227,6 +228,10 @@ class JobsService(pb_grpc.JobsServiceServicer):
             await abort(context, err)
             raise
         job_id = secrets.token_hex(16)
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)  # the worker continues the trace of the request that made the job
+        if carrier:
+            params["trace_context"] = carrier
         row = await asyncio.to_thread(insert_job, self.engine, job_id, request.kind, request.principal, params)
         try:
             queue = await self._queue()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 
@@ -79,6 +80,8 @@ class Answer:
     def meta(self) -> types_pb2.Meta:
         raw = [x for pair in self.execution.raw_ranges for x in pair]
         reasons = list(self.execution.partial_reasons)
+        # API.md: an answer that depends on a relay known to be behind is partial, and says which
+        reasons += [f"relay_behind:{r.url}" for r in self.fresh.relays if not r.healthy]
         return types_pb2.Meta(
             source=types_pb2.SOURCE_LEGACY if self.legacy else types_pb2.SOURCE_CANONICAL,
             window=types_pb2.Window(start=self.window.start, end=self.window.end, label=self.window.label),
@@ -136,4 +139,11 @@ def data_version(conn: Connection) -> str:
     """Changes whenever an answer could change: every ingest commit and every retention run."""
     commits = conn.execute(text("SELECT value FROM ingest_state WHERE name = 'commits'")).scalar() or 0
     retention = conn.execute(text("SELECT coalesce(max(updated_at), 0) FROM retention_horizons")).scalar() or 0
-    return f"{commits}.{retention}"
+    version = f"{commits}.{retention}"
+    # Answers carry freshness: while a relay is down, cached answers must not keep saying "fresh". The
+    # version then names the relays that are down and moves every 5 s (the answer's lag and stale re-derive).
+    down = conn.execute(text("SELECT coalesce(string_agg(relay, ',' ORDER BY relay), '') FROM (SELECT relay "
+                             "FROM relay_cursors GROUP BY relay HAVING NOT bool_or(connected)) d")).scalar() or ""
+    if down:
+        version += f".{hashlib.sha256(down.encode()).hexdigest()[:8]}.{int(time.time()) // 5}"
+    return version

@@ -30,6 +30,8 @@ from arq import Retry, Worker, cron
 from arq.connections import ArqRedis, RedisSettings
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
 from arq.worker import func
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
 
 from canal.common.v1 import types_pb2
 from canal.query.v1 import query_service_pb2 as qpb
@@ -42,6 +44,7 @@ from services.query import jobs_service as jobs
 from services.query.jobs_service import JOB_FUNCTION, QUEUE_NAME, TERMINAL
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 PROGRESS = {"planning": 0.1, "reading_aggregates": 0.3, "scanning_facts": 0.5, "combining": 0.8, "storing": 0.9}
 TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -174,7 +177,10 @@ async def run_query_job(ctx: dict[str, Any], job_id: str) -> str:
             return str(row["state"])  # already done: never run twice
         if not await asyncio.to_thread(jobs.start_attempt, engine, job_id):
             return "cancelled"
-        await _execute(ctx, job_id, row)
+        parent = propagate.extract((row.get("params") or {}).get("trace_context") or {})
+        with tracer.start_as_current_span("job run_query_job", context=parent, kind=SpanKind.CONSUMER,
+                                          attributes={"canal.job_id": job_id}):
+            await _execute(ctx, job_id, row)
         return "succeeded"
     except Cancelled:
         return "cancelled"
@@ -294,6 +300,9 @@ class WorkerSettings:
 
 async def serve(settings: Settings) -> None:
     """Run the worker until SIGTERM/SIGINT (running jobs are re-queued by arq, then resumed)."""
+    from libs.telemetry import setup_tracing
+
+    setup_tracing("canal-worker", settings)
     worker = Worker(**worker_options(settings))
     try:
         await worker.async_run()

@@ -189,7 +189,7 @@ export function normalizeEnvelope(json, { status = 200, legacyPath = false, serv
     meta: {
       requestId: m.request_id ?? null,
       source: m.source === "canonical" || m.source === "legacy" ? m.source : legacyPath ? "legacy" : "unknown",
-      window: w && toUnix(w.start) != null && toUnix(w.end) != null ? { start: toUnix(w.start), end: toUnix(w.end), label: w.label ?? null } : null,
+      window: w && toUnix(w.start) != null && toUnix(w.end) > 0 ? { start: toUnix(w.start), end: toUnix(w.end), label: w.label ?? null } : null,
       freshness,
       // A fallback answer (last good result), as opposed to live data that is merely lagging.
       fallback: m.stale === true || cache === "stale",
@@ -318,6 +318,15 @@ export async function getJob(job, opts) {
   const r = await call("GET", jobStatusUrl(job), opts);
   const d = r.data && r.data.job && !r.data.state ? r.data.job : r.data;
   return { ...d, progress: Math.max(0, Math.min(1, toInt(d?.progress, 0))) };
+}
+
+/**
+ * The window a job computes, from its status answer's meta. It can be older than the request
+ * that got the job: the gateway hands a repeated heavy request the job it already made.
+ */
+export async function getJobWindow(job, opts) {
+  const r = await call("GET", jobStatusUrl(job), opts);
+  return r.meta.window;
 }
 
 /** Cancel a job (DELETE); never throws. */

@@ -1066,6 +1066,16 @@ async function loadView({ confirmed = false } = {}) {
     return;
   }
   if (seq !== viewSeq) return;
+  if (first.kind === "job" && first.job) {
+    // A job knows its own window (a reused job may be older than this request): fix that one.
+    try {
+      const jw = await api.getJobWindow(first.job, { signal });
+      if (jw) first.meta.window = jw;
+    } catch (e) {
+      if (api.isAbort(e)) return;
+    }
+    if (seq !== viewSeq) return;
+  }
 
   // Fix the window once; every other request uses it.
   const w = first.meta.window ?? clientWindow(sel);
@@ -1086,6 +1096,12 @@ async function loadView({ confirmed = false } = {}) {
     const res = first.kind === "job" && first.job ? await followJob(sp, first.job, signal) : first;
     if (!res) return sp.done(signal);
     if (view.seq !== seq) return;
+    const rw = res.meta.window;
+    if (rw && (rw.start !== view.window.start || rw.end !== view.window.end)) {
+      // The window label describes the cards: follow the window the summary was computed for.
+      view.window = { start: rw.start, end: rw.end, label: rw.label || view.window.label };
+      renderWindowLabel();
+    }
     summary.current = res.data.metrics || {};
     summary.view = view;
     renderSummary();

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from libs.demo.generator import demo_pubkey
 from services.gateway.auth import demo_secret
 from tests.services.gateway.helpers import ALICE_PK, Stack, gateway_app, seed, serving
 
@@ -71,7 +72,7 @@ async def test_ui_config_in_demo_mode_hands_loopback_clients_a_working_admin_key
                                          base_url="http://gw").get("/ui/config.json")
     assert config["demo"] is True and config["admin"] is True
     assert config["api_key"] == again["api_key"] == demo_secret(settings.canal_secret)
-    assert config["default_pubkey"] == ALICE_PK
+    assert config["default_pubkey"] == demo_pubkey(settings.demo_seed)  # the generated network's creator
     assert flag.status_code == 200
     assert remote.json()["api_key"] is None and remote.json()["admin"] is False
 
