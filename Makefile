@@ -37,7 +37,7 @@ lint: install
 	$(BIN)/mypy libs services
 
 bench: install
-	$(BIN)/canal bench $(if $(QUICK),--quick,)
+	$(BIN)/canal bench $(if $(QUICK),--quick --out bench/quick,)
 
 load: install
 	$(BIN)/canal load

@@ -15,7 +15,7 @@ from libs.db.engine import normalize_url
 # Write-side settings only (reloadable, no restart): they speed the bulk build and the compaction
 # runs without changing any query plan. Query-side settings stay PostgreSQL's defaults, as `canal up` runs.
 SETTINGS = {
-    "max_wal_size": "8GB",
+    "max_wal_size": "2GB",
     "checkpoint_timeout": "30min",
     "maintenance_work_mem": "1GB",
 }
@@ -66,7 +66,13 @@ class BenchPostgres:
         with self.connect() as conn:
             return {name: str(conn.execute(f"SHOW {name}").fetchone()[0]) for name in REPORTED}  # type: ignore[index]
 
+    def drop(self, database: str) -> None:
+        with contextlib.suppress(Exception), self.connect() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
     def stop(self) -> None:
+        with contextlib.suppress(Exception), self.connect() as conn:
+            conn.execute("CHECKPOINT")  # recycles WAL beyond max_wal_size before the shutdown
         with contextlib.suppress(Exception):
             self.handle.cleanup()
 

@@ -185,9 +185,16 @@ def _latency_table(rows: dict[str, Any]) -> list[str]:
         plan_s = (f"{tiers.get('day', 0)}/{tiers.get('hour', 0)}/{tiers.get('minute', 0)}, "
                   f"{plan.get('raw_facts_scanned', 0)}") if plan else "—"
         speed = r.get("speedup_vs_legacy_p50")
+        timed_out = _get(r, "legacy", "timed_out_after_ms")
+        if timed_out and not lg.get("n"):
+            legacy_cell = f"> {_fmt(timed_out)} (deadline)"
+        elif _get(r, "legacy", "error") and not lg.get("n"):
+            legacy_cell = str(_get(r, "legacy", "error"))[:40]
+        else:
+            legacy_cell = f"{_fmt(lg.get('p50'))} / {_fmt(lg.get('p95'))} / {_fmt(lg.get('p99'))}"
+        speed_cell = "—" if speed is None else ("≥ " if r.get("speedup_is_lower_bound") else "") + f"{_fmt(speed)}x"
         lines.append(f"| {w} | {_fmt(c.get('p50'))} / {_fmt(c.get('p95'))} / {_fmt(c.get('p99'))} | "
-                     f"{_fmt(lg.get('p50'))} / {_fmt(lg.get('p95'))} / {_fmt(lg.get('p99'))} | "
-                     f"{_fmt(speed)}x | {plan_s} | {_fmt(r.get('answers_equal'))} |")
+                     f"{legacy_cell} | {speed_cell} | {plan_s} | {_fmt(r.get('answers_equal'))} |")
     return lines
 
 

@@ -128,6 +128,7 @@ def main(args: Any) -> int:
         results["meta"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         json_path, md_path = report.write(out, results)
         if pg is not None:
+            pg.drop(SCRATCH)  # about 1 GB after a full run; recreated by every run anyway
             pg.stop()
         _log(f"wrote {json_path} and {md_path} in {budget.elapsed():.0f} s")
         for row in results.get("targets", []):
