@@ -123,5 +123,6 @@ async def test_envelope_reports_relay_lag_and_partial_windows(stack: Stack) -> N
                                 "healthy": False}]
     assert fresh["relays"][0]["lag_seconds"] >= 600 and fresh["stale"] is True
     assert fresh["lag_seconds"] >= 600 and fresh["as_of"] <= now - 600
-    assert body["meta"]["partial"] is True and body["meta"]["partial_reasons"] == ["retention"]
+    assert body["meta"]["partial"] is True
+    assert body["meta"]["partial_reasons"] == ["retention", "relay_behind:wss://relay.example"]
     assert body["meta"]["cache"] == "miss"
