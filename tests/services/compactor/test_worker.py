@@ -77,10 +77,12 @@ async def test_a_burst_worker_runs_the_cron_scheduled_minute_compaction(
         handle_signals=False,
     )
     try:
-        assert await worker.run_check() == 1
+        # the startup run, plus one more when the burst happens to cross a scheduled second
+        assert await worker.run_check() >= 1
     finally:
         await worker.close()
     assert_tier_exact(engine, Tier.MINUTE)
     with engine.connect() as conn:
-        job = conn.execute(text("SELECT kind, tier, buckets, state FROM jobs")).one()
-    assert tuple(job) == ("compaction", "minute", 4, "succeeded")
+        jobs = conn.execute(text("SELECT kind, tier, buckets, state FROM jobs ORDER BY buckets DESC")).all()
+    assert tuple(jobs[0]) == ("compaction", "minute", 4, "succeeded")
+    assert all(tuple(j) == ("compaction", "minute", 0, "succeeded") for j in jobs[1:])
