@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import random
-import socket
 import tempfile
 import threading
 import time
@@ -19,6 +18,8 @@ import httpx
 from sqlalchemy import text
 
 from libs.db.engine import make_engine
+from tests.e2e.suite import free_port as free_port  # re-exported for the chaos tests
+from tests.e2e.suite import wait_for
 
 T = TypeVar("T")
 
@@ -45,12 +46,6 @@ class LoopThread:
         self.thread.join(10)
         with contextlib.suppress(Exception):
             self.loop.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -104,18 +99,7 @@ def serve_env(**extra: str) -> dict[str, str]:
 
 def wait_until(predicate: Any, timeout: float, what: str, every: float = 0.2) -> Any:
     """Poll predicate() until truthy (exceptions count as not yet); its value, or AssertionError."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except Exception as exc:  # not ready yet
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+    return wait_for(predicate, timeout, what, interval=every)
 
 
 @dataclass(frozen=True)

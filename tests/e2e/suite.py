@@ -100,8 +100,11 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):  # ty
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
+        try:
             last = predicate()
+        except Exception as exc:  # not ready yet; kept for the failure message
+            last = exc
+        else:
             if last:
                 return last
         time.sleep(interval)
