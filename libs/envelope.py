@@ -11,9 +11,10 @@ from typing import Any
 
 from canal.common.v1 import types_pb2
 from canal.query.v1 import query_service_pb2 as qpb
+from libs.metrics import TIER_LABELS
 from libs.nostr.bech32 import npub_encode
 
-TIERS = ("day", "hour", "minute")
+TIERS = TIER_LABELS
 
 
 def source_name(source: int) -> str:

@@ -27,11 +27,18 @@ class FactType(IntEnum):
 
 
 class Tier(IntEnum):
-    """Aggregate tiers (aggregates.tier); values order finest to coarsest."""
+    """Aggregate tiers (aggregates.tier); values order finest to coarsest.
+
+    DAY8 and DAY64 are blocks of 8 and 64 UTC days aligned to the Unix epoch. They exist
+    so that long windows read a few dozen rows of exact distinct sets instead of one per
+    day (a 365-day window: about 5 DAY64 + 7 DAY8 + 7 DAY rows instead of 364 DAY rows).
+    """
 
     MINUTE = 1
     HOUR = 2
     DAY = 3
+    DAY8 = 4
+    DAY64 = 5
 
     @property
     def seconds(self) -> int:
@@ -42,7 +49,9 @@ class Tier(IntEnum):
         return self.name.lower()
 
 
-TIER_SECONDS = {Tier.MINUTE: 60, Tier.HOUR: 3600, Tier.DAY: 86400}
+TIER_SECONDS = {Tier.MINUTE: 60, Tier.HOUR: 3600, Tier.DAY: 86400, Tier.DAY8: 8 * 86400, Tier.DAY64: 64 * 86400}
+#: Tier labels, coarsest first (the order the planner tries them).
+TIER_LABELS = tuple(t.label for t in sorted(Tier, reverse=True))
 TIER_BY_LABEL = {t.label: t for t in Tier}
 
 # facts.sub bits
@@ -70,12 +79,23 @@ FACT_COLUMNS: dict[str, str] = {
     "notes": f"count(*) FILTER (WHERE fact_type = {FactType.NOTE})",
 }
 
-# Exact distinct sets: bitmap column -> SQL array of dense ids from fact rows.
-FACT_SETS: dict[str, str] = {
-    "zap_senders": f"array_agg(DISTINCT actor_id) FILTER (WHERE fact_type = {FactType.ZAP} AND (sub & {SUB_ANON}) = 0)",
-    "reactors": f"array_agg(DISTINCT actor_id) FILTER (WHERE fact_type = {FactType.REACTION})",
-    "articles": f"array_agg(DISTINCT note_id) FILTER (WHERE fact_type = {FactType.ARTICLE})",
+# Exact distinct sets: bitmap column -> (dense id column, which fact rows count).
+_SET_MEMBERS: dict[str, tuple[str, str]] = {
+    "zap_senders": ("actor_id", f"fact_type = {FactType.ZAP} AND (sub & {SUB_ANON}) = 0"),
+    "reactors": ("actor_id", f"fact_type = {FactType.REACTION}"),
+    "articles": ("note_id", f"fact_type = {FactType.ARTICLE}"),
 }
+
+
+def fact_sets_sql(also: str = "") -> dict[str, str]:
+    """Exact distinct-set columns over fact rows; `also` is an extra SQL condition on the rows counted."""
+    extra = f" AND {also}" if also else ""
+    return {name: f"array_agg(DISTINCT {column}) FILTER (WHERE {cond}{extra})"
+            for name, (column, cond) in _SET_MEMBERS.items()}
+
+
+# Exact distinct sets (roaring bitmaps in aggregates) -> SQL array of dense ids from fact rows.
+FACT_SETS: dict[str, str] = fact_sets_sql()
 
 # Columns of the note and counterparty drilldowns, from fact rows.
 ENGAGEMENT_COLUMNS: dict[str, str] = {

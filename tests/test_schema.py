@@ -78,3 +78,37 @@ def test_models_and_migrations_describe_the_same_schema(migrated_db: str) -> Non
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     eng.dispose()
     assert diff == []
+
+
+def test_upgrade_to_day_blocks_marks_every_block_with_data_dirty_and_compaction_builds_them(pg_server: str) -> None:
+    """0003 adds the 8/64-day block tiers to a database that already has day rows: no block may read as empty."""
+    from libs.metrics import FactType, Tier
+    from services.compactor.rollup import compact_tier
+    from tests.services.compactor.helpers import assert_tier_exact, dirty_count, fact, insert_facts
+
+    url = with_database(pg_server, f"canal_mig_{uuid.uuid4().hex[:8]}")
+    upgrade(url, "0002")
+    eng = make_engine(url, pool_size=1)
+    day, base = 86_400, 19_600 * 86_400
+    now = base + 200 * day
+    insert_facts(eng, [fact(1, base + i * 7 * day + 5, FactType.ZAP, n=i, actor_id=10 + i, msats=1000)
+                       for i in range(20)])
+    for tier in (Tier.MINUTE, Tier.HOUR, Tier.DAY):
+        while compact_tier(eng, tier, 500, now=now).buckets:
+            pass
+    with eng.begin() as conn:  # a 0002 compactor stopped at days: no block rows, no block marked dirty
+        conn.execute(text("DELETE FROM dirty_buckets WHERE tier > 3"))
+    assert dirty_count(eng) == 0
+    upgrade(url)
+    with eng.connect() as conn:
+        marked = dict(conn.execute(text("SELECT tier, count(*) FROM dirty_buckets GROUP BY tier")).all())
+    days = {base + i * 7 * day for i in range(20)}
+    assert marked == {int(Tier.DAY8): len({d - d % (8 * day) for d in days}),
+                      int(Tier.DAY64): len({d - d % (64 * day) for d in days})}
+    for tier in (Tier.DAY8, Tier.DAY64):
+        while compact_tier(eng, tier, 500, now=now).buckets:
+            pass
+    assert dirty_count(eng) == 0
+    for tier in Tier:
+        assert_tier_exact(eng, tier)
+    eng.dispose()

@@ -359,7 +359,8 @@ def freshness(url: str, query_address: str, rate: int, seconds: float, seed: int
     def compactor() -> None:
         last = dict.fromkeys(Tier, 0.0)
         every = {Tier.MINUTE: settings.compact_minute_every_s, Tier.HOUR: settings.compact_hour_every_s,
-                 Tier.DAY: settings.compact_day_every_s}
+                 Tier.DAY: settings.compact_day_every_s, Tier.DAY8: settings.compact_day_every_s,
+                 Tier.DAY64: settings.compact_day_every_s}
         while not stop.is_set():
             for tier in Tier:
                 if time.monotonic() - last[tier] >= every[tier]:

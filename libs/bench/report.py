@@ -173,7 +173,7 @@ def headline_table(rows: list[dict[str, Any]]) -> list[str]:
 
 def _latency_table(rows: dict[str, Any]) -> list[str]:
     lines = ["| window | canonical p50 / p95 / p99 (ms) | legacy p50 / p95 / p99 (ms) | legacy ÷ canonical (p50) | "
-             "plan (day/hour/minute buckets, raw facts) | equal |", "|---|---:|---:|---:|---|---|"]
+             "plan (64d/8d/day/hour/minute buckets, raw facts) | equal |", "|---|---:|---:|---:|---|---|"]
     for w in ROLLING:
         r = rows.get(w)
         if not isinstance(r, dict):
@@ -182,7 +182,7 @@ def _latency_table(rows: dict[str, Any]) -> list[str]:
         lg = _get(r, "legacy", "latency_ms") or {}
         plan = _get(r, "canonical", "plan") or {}
         tiers = plan.get("tiers", {})
-        plan_s = (f"{tiers.get('day', 0)}/{tiers.get('hour', 0)}/{tiers.get('minute', 0)}, "
+        plan_s = ("/".join(str(tiers.get(t, 0)) for t in ("day64", "day8", "day", "hour", "minute")) + ", "
                   f"{plan.get('raw_facts_scanned', 0)}") if plan else "—"
         speed = r.get("speedup_vs_legacy_p50")
         timed_out = _get(r, "legacy", "timed_out_after_ms")
@@ -339,7 +339,7 @@ def render(results: dict[str, Any]) -> str:
     comp = results.get("compaction")
     if isinstance(comp, dict):
         out += ["## Compaction (the real compactor, every tier to clean)", "",
-                "| run | facts | minute / hour / day buckets | minute / hour / day seconds | total seconds | facts/s |",
+                "| run | facts | minute / hour / day / 8d / 64d buckets | minute / hour / day / 8d / 64d seconds | total seconds | facts/s |",
                 "|---|---:|---|---|---:|---:|"]
         for name, key in (("initial workload build", "build"), ("new facts (one day)", "new_facts"),
                           ("catch-up after a one-day outage", "outage")):
@@ -347,8 +347,8 @@ def render(results: dict[str, Any]) -> str:
             if not isinstance(r, dict) or "tiers" not in r:
                 continue
             t = r["tiers"]
-            buckets = " / ".join(_fmt(_get(t, x, "buckets")) for x in ("minute", "hour", "day"))
-            secs = " / ".join(_fmt(_get(t, x, "seconds")) for x in ("minute", "hour", "day"))
+            buckets = " / ".join(_fmt(_get(t, x, "buckets")) for x in ("minute", "hour", "day", "day8", "day64"))
+            secs = " / ".join(_fmt(_get(t, x, "seconds")) for x in ("minute", "hour", "day", "day8", "day64"))
             cached = " (cached: measured when the workload was built)" if key == "build" and r.get("cached") else ""
             out.append(f"| {name}{cached} | {_fmt(r.get('facts'))} | {buckets} | {secs} | {_fmt(r.get('seconds'))} | "
                        f"{_fmt(r.get('facts_per_s'))} |")

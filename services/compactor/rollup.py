@@ -1,4 +1,4 @@
-"""Roll facts up into minute, hour and day aggregates, one batch of dirty buckets per transaction.
+"""Roll facts up into minute, hour, day and 8/64-day block aggregates, one batch of dirty buckets per transaction.
 
 The contract with ingest and the planner:
 
@@ -11,14 +11,14 @@ The contract with ingest and the planner:
 - invariant: a bucket's rows equal its facts whenever neither the bucket nor any
   finer-tier bucket inside it has a dirty row (a coarse bucket is only re-marked when
   a finer one inside it is compacted, so the planner must treat a dirty minute as
-  dirtying its hour and day).
+  dirtying every coarser bucket that contains it).
 
 Where a rebuild reads from (:func:`rebuild_mode`), with the retention horizons locked
 ``SHARE`` for the whole transaction so retention cannot move them under us:
 
 - below the tier's own horizon: ``expired``: nothing is written (retention deletes
   such rows), the dirty row is dropped and the parent is marked;
-- hour/day at or after the child tier's horizon: from the child aggregates (sum the
+- hour and coarser at or after the child tier's horizon: from the child aggregates (sum the
   columns, OR the bitmaps, sum drilldown rows by key), and only when no child bucket
   inside is dirty (otherwise the bucket is not claimed this round);
 - else, at or after the raw-facts horizon: from facts (minutes always come from facts);
@@ -67,8 +67,9 @@ __all__ = [
     "watermark_for",
 ]
 
-CHILD: Mapping[Tier, Tier] = {Tier.HOUR: Tier.MINUTE, Tier.DAY: Tier.HOUR}
-PARENT: Mapping[Tier, Tier] = {Tier.MINUTE: Tier.HOUR, Tier.HOUR: Tier.DAY}
+_CHAIN = sorted(Tier)  # minute -> hour -> day -> 8-day block -> 64-day block
+CHILD: Mapping[Tier, Tier] = dict(zip(_CHAIN[1:], _CHAIN[:-1], strict=True))
+PARENT: Mapping[Tier, Tier] = dict(zip(_CHAIN[:-1], _CHAIN[1:], strict=True))
 EXPIRED, FROM_CHILDREN, FROM_FACTS, STUCK = "expired", "children", "facts", "stuck"
 _NEVER = 2**62  # a horizon no bucket reaches: "this tier has no child tier"
 _DRILLDOWNS = (("note_aggregates", "note_id"), ("actor_aggregates", "actor_id"))
@@ -93,6 +94,8 @@ class Horizons:
     minute: int = 0
     hour: int = 0
     day: int = 0
+    day8: int = 0
+    day64: int = 0
 
     def of(self, tier: Tier) -> int:
         return int(getattr(self, tier.label))
@@ -168,7 +171,7 @@ def lock_horizons(conn: Connection) -> Horizons:
     """Read the retention horizons and hold them (SHARE: compactors share, retention waits)."""
     conn.execute(text("LOCK TABLE retention_horizons IN SHARE MODE"))
     rows = conn.execute(text("SELECT tier, horizon FROM retention_horizons")).all()
-    known = {"facts", "minute", "hour", "day"}
+    known = {"facts", *(t.label for t in Tier)}
     return Horizons(**{str(tier): int(h) for tier, h in rows if tier in known})
 
 
@@ -430,8 +433,9 @@ def update_watermarks(conn: Connection, tier: Tier, now: int, horizons: Horizons
     """
     conn.execute(
         text(
-            "INSERT INTO watermarks (tier, watermark, updated_at) VALUES (1, 0, 0), (2, 0, 0), (3, 0, 0) "
-            "ON CONFLICT (tier) DO NOTHING"
+            "INSERT INTO watermarks (tier, watermark, updated_at) VALUES "
+            + ", ".join(f"({int(t)}, 0, 0)" for t in Tier)
+            + " ON CONFLICT (tier) DO NOTHING"
         )
     )
     conn.execute(

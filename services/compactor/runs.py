@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 
 #: What RunNow accepts.
-RUN_TARGETS = ("minute", "hour", "day", "retention", "all")
+RUN_TARGETS = (*(t.label for t in sorted(Tier)), "retention", "all")
 
 
 def run_compaction(
@@ -81,7 +81,7 @@ def run_retention_job(engine: Engine, settings: Settings, now: int | None = None
 def run_named(
     engine: Engine, settings: Settings, target: str, budget_s: float | None = None, now: int | None = None
 ) -> RunStats:
-    """Run one of RUN_TARGETS; "all" runs minute, hour, day, then retention, and sums them."""
+    """Run one of RUN_TARGETS; "all" runs every tier finest first, then retention, and sums them."""
     if target not in RUN_TARGETS:
         raise ValueError(f"unknown tier {target!r}")
     if target == "retention":

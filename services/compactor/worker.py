@@ -1,4 +1,4 @@
-"""arq cron worker of the compactor: minute/hour/day compaction and hourly retention.
+"""arq cron worker of the compactor: minute/hour/day (+ day blocks) compaction and hourly retention.
 
 How arq cron behaves (arq/cron.py, arq/worker.py, 0.28): every poll (0.5 s) each worker
 enqueues the cron jobs whose next time falls within the next second, with job id
@@ -77,8 +77,9 @@ async def compact_hour(ctx: dict[str, Any]) -> dict[str, Any]:
 
 
 async def compact_day(ctx: dict[str, Any]) -> dict[str, Any]:
-    """Cron: roll dirty day buckets from their hours."""
-    return await _compact(ctx, Tier.DAY, ctx["settings"].compact_day_every_s)
+    """Cron: roll dirty day buckets from their hours, then the 8-day and 64-day blocks above them."""
+    every = ctx["settings"].compact_day_every_s
+    return {tier.label: await _compact(ctx, tier, every) for tier in (Tier.DAY, Tier.DAY8, Tier.DAY64)}
 
 
 async def retention(ctx: dict[str, Any]) -> dict[str, Any]:

@@ -42,8 +42,8 @@ class FreshnessOut(BaseModel):
 
 
 class PlanOut(BaseModel):
-    tiers: dict[str, int] = Field(description="Aggregate buckets read per tier (day, hour, minute).",
-                                  examples=[{"day": 6, "hour": 23, "minute": 59}])
+    tiers: dict[str, int] = Field(description="Aggregate buckets read per tier: day64 and day8 (blocks of 64 and 8 UTC days), day, hour, minute.",
+                                  examples=[{"day64": 0, "day8": 0, "day": 6, "hour": 23, "minute": 59}])
     raw_facts_scanned: int = Field(examples=[120])
 
 
@@ -67,7 +67,7 @@ META_EXAMPLE: dict[str, Any] = {
     "window": {"start": 1714521600, "end": 1715126400, "label": "7d"},
     "freshness": {"as_of": 1715126390, "watermark": 1715126340, "lag_seconds": 10, "stale": False},
     "partial": False, "partial_reasons": [],
-    "plan": {"tiers": {"day": 6, "hour": 23, "minute": 59}, "raw_facts_scanned": 120}, "cache": "miss"}
+    "plan": {"tiers": {"day64": 0, "day8": 0, "day": 6, "hour": 23, "minute": 59}, "raw_facts_scanned": 120}, "cache": "miss"}
 
 
 class SummaryData(BaseModel):
@@ -143,7 +143,7 @@ class EstimateData(BaseModel):
 class EstimateEnvelope(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "data": {"cost": 1250.0, "sync_limit": 200000.0, "async": False,
-                 "plan": {"tiers": {"day": 29, "hour": 23, "minute": 59}, "raw_facts_scanned": 0}},
+                 "plan": {"tiers": {"day64": 0, "day8": 3, "day": 5, "hour": 23, "minute": 59}, "raw_facts_scanned": 0}},
         "meta": {**META_EXAMPLE, "window": {"start": 1712534400, "end": 1715126400, "label": "30d"},
                  "cache": "bypass"}}]})
     data: EstimateData

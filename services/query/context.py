@@ -10,6 +10,7 @@ from sqlalchemy import Connection, text
 from libs.metrics import TIER_SECONDS, Tier
 
 FAR_FUTURE = 2**62
+_ALL_TIERS = ", ".join(str(int(t)) for t in Tier)
 
 
 @dataclass(frozen=True)
@@ -40,12 +41,13 @@ def target_id(conn: Connection, pubkey: str) -> int | None:
 def dirty_sets(conn: Connection, target: int, start: int, end: int) -> dict[str, set[int]]:
     """Dirty bucket starts per tier for a target around [start, end).
 
-    A dirty minute also makes its hour and day unreadable (their rows were built before
-    it changed), and a dirty hour its day: the planner must descend past all of them.
+    A dirty minute also makes its hour, day and day blocks unreadable (their rows were built
+    before it changed), a dirty hour its day and blocks, and so on: the planner must descend
+    past all of them.
     """
     out: dict[str, set[int]] = {t.label: set() for t in Tier}
     rows = conn.execute(
-        text("SELECT tier, bucket_start FROM dirty_buckets WHERE target_id = :t AND tier IN (1, 2, 3) "
+        text(f"SELECT tier, bucket_start FROM dirty_buckets WHERE target_id = :t AND tier IN ({_ALL_TIERS}) "
              "AND bucket_start >= :lo AND bucket_start < :hi"),
         {"t": target, "lo": start - TIER_SECONDS[Tier.DAY], "hi": end},
     )

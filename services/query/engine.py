@@ -23,6 +23,7 @@ from libs.metrics import (
     FACT_SETS,
     TIER_BY_LABEL,
     empty_columns,
+    fact_sets_sql,
     kind_counts,
     metrics_from_columns,
 )
@@ -84,32 +85,45 @@ def _merge(ranges: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
 
 
 def plan_buckets(conn: Connection, target: int, buckets: Sequence[tuple[int, int]], legacy: bool,
-                 execution: Execution) -> Layout:
-    """Plan every bucket (canonical) or scan it raw (legacy); record the plan in `execution`."""
+                 execution: Execution, prefix: bool = False) -> Layout:
+    """Plan every bucket (canonical) or scan it raw (legacy); record the plan in `execution`.
+
+    With `prefix`, the history before the first bucket, `[0, first start)`, is planned too as
+    an extra leading bucket (so one statement also answers followers.total's base); it is not
+    recorded in `execution`, which describes the window only.
+    """
     layout = Layout(bounds=[s for s, _ in buckets])
     if not buckets:
         return layout
+    if prefix:
+        buckets = [(0, buckets[0][0]), *buckets]
+        layout.bounds.insert(0, 0)
     horizons = context.horizons(conn)
     raw: list[tuple[int, ...]] = []
+    window_raw: list[tuple[int, ...]] = []
     segments: list[tuple[int, ...]] = []
-    if legacy:
-        facts_horizon = horizons.get("facts", 0)
-        for s, e in buckets:
+    dirty = {} if legacy else context.dirty_sets(conn, target, buckets[0][0], buckets[-1][1])
+    for i, (s, e) in enumerate(buckets):
+        if s >= e:
+            continue
+        window = execution if i >= int(prefix) else Execution()
+        if legacy:
+            facts_horizon = horizons.get("facts", 0)
             if s < facts_horizon:
-                execution.missing.append((s, min(e, facts_horizon)))
+                window.missing.append((s, min(e, facts_horizon)))
             raw.append((s, e))
-    else:
-        dirty = context.dirty_sets(conn, target, buckets[0][0], buckets[-1][1])
-        for s, e in buckets:
-            plan: Plan = plan_window(s, e, dirty, ALL_TIERS_COMPLETE, horizons)
-            segments += [(int(TIER_BY_LABEL[seg.tier]), seg.start, seg.end) for seg in plan.segments]
-            raw += list(plan.raw)
-            for tier, n in plan.buckets.items():
-                execution.tiers[tier] = execution.tiers.get(tier, 0) + n
-            execution.missing.extend(plan.missing)
+            window_raw += [(s, e)] if window is execution else []
+            continue
+        plan: Plan = plan_window(s, e, dirty, ALL_TIERS_COMPLETE, horizons)
+        segments += [(int(TIER_BY_LABEL[seg.tier]), seg.start, seg.end) for seg in plan.segments]
+        raw += list(plan.raw)
+        window_raw += list(plan.raw) if window is execution else []
+        for tier, n in plan.buckets.items():
+            window.tiers[tier] = window.tiers.get(tier, 0) + n
+        window.missing.extend(plan.missing)
     layout.raw = [(a, b) for a, b in _merge(raw)]
     layout.segments = [(t, a, b) for t, a, b in _merge(segments)]
-    execution.raw_ranges.extend(layout.raw)
+    execution.raw_ranges.extend((a, b) for a, b in _merge(window_raw))
     return layout
 
 
@@ -129,47 +143,56 @@ def _bucket_index(layout: Layout, column: str) -> str:
     return f"width_bucket({column}, CAST(:bounds AS bigint[])) - 1"
 
 
-def _agg_sql(layout: Layout, with_sets: bool) -> str:
+def _agg_sql(layout: Layout, sets_from: int | None) -> str:
+    """Summed columns per bucket, plus the bitmaps of rows at or after `sets_from` (None: no sets)."""
     cols = ", ".join(f"sum(g.{c})::bigint" for c in FACT_COLUMNS)
-    sets = "".join(f", array_agg(g.{c}) FILTER (WHERE g.{c} IS NOT NULL)" for c in SET_COLUMNS) if with_sets else ""
+    only = "" if not sets_from else f" AND g.bucket_start >= {sets_from}"
+    sets = ("".join(f", array_agg(g.{c}) FILTER (WHERE g.{c} IS NOT NULL{only})" for c in SET_COLUMNS)
+            if sets_from is not None else "")
     return (f"SELECT {_bucket_index(layout, 'g.bucket_start')} AS i, {cols}{sets} FROM aggregates g "
             f"WHERE g.target_id = :t AND ({_segment_filter(layout)}) GROUP BY 1")
 
 
-def _raw_sql(layout: Layout, with_sets: bool) -> str:
+def _raw_sql(layout: Layout, sets_from: int | None) -> str:
     cols = ", ".join(f"({sql})::bigint" for sql in FACT_COLUMNS.values())
-    sets = "".join(f", {sql}" for sql in FACT_SETS.values()) if with_sets else ""
+    only = f"f.created_at >= {sets_from}" if sets_from else ""
+    sets = "".join(f", {sql}" for sql in fact_sets_sql(only).values()) if sets_from is not None else ""
     return (f"SELECT {_bucket_index(layout, 'f.created_at')} AS i, {cols}{sets} FROM facts f "
             f"WHERE f.target_id = :t AND ({_raw_filter(layout)}) GROUP BY 1")
 
 
 def compute_buckets(conn: Connection, target: int | None, buckets: Sequence[tuple[int, int]], legacy: bool,
-                    execution: Execution, with_sets: bool = True) -> list[Part]:
-    """Columns and distinct sets for each [start, end) bucket of one target."""
-    parts = [Part() for _ in buckets]
+                    execution: Execution, with_sets: bool = True, prefix: bool = False) -> list[Part]:
+    """Columns and distinct sets for each [start, end) bucket of one target.
+
+    With `prefix`, the result has one more Part first: the columns (no sets) of everything
+    before the first bucket, `[0, first start)`, read in the same statements.
+    """
+    parts = [Part() for _ in range(len(buckets) + int(prefix))]
     if target is None or not buckets:
         return parts
-    layout = plan_buckets(conn, target, buckets, legacy, execution)
+    layout = plan_buckets(conn, target, buckets, legacy, execution, prefix)
+    first = int(prefix)  # index of the first window bucket; the prefix (if any) has no sets and no plan
+    sets_from = (buckets[0][0] if prefix else 0) if with_sets else None
     ncols = len(FACT_COLUMNS)
     names = list(FACT_COLUMNS)
     params = {"t": target, "bounds": "{" + ",".join(map(str, layout.bounds)) + "}"}
     if layout.segments:
-        for row in conn.execute(text(_agg_sql(layout, with_sets)), params):
+        for row in conn.execute(text(_agg_sql(layout, sets_from)), params):
             part = parts[row[0]]
             _add_cols(part, names, row[1 : 1 + ncols])
-            if with_sets:
-                for k, blobs in zip(SET_COLUMNS, row[1 + ncols :], strict=True):
-                    for blob in blobs or ():
-                        part.sets[k] |= BitMap.deserialize(bytes(blob))
+            for k, blobs in zip(SET_COLUMNS, row[1 + ncols :], strict=False):
+                if blobs:
+                    part.sets[k] = BitMap.union(part.sets[k], *(BitMap.deserialize(bytes(b)) for b in blobs))
     if layout.raw:
-        for row in conn.execute(text(_raw_sql(layout, with_sets)), params):
+        for row in conn.execute(text(_raw_sql(layout, sets_from)), params):
             part = parts[row[0]]
             _add_cols(part, names, row[1 : 1 + ncols])
-            execution.raw_facts += int(row[1])
-            if with_sets:
-                for k, ids in zip(SET_COLUMNS, row[1 + ncols :], strict=True):
-                    if ids:
-                        part.sets[k] |= BitMap(i for i in ids if i is not None)
+            if row[0] >= first:
+                execution.raw_facts += int(row[1])
+            for k, ids in zip(SET_COLUMNS, row[1 + ncols :], strict=False):
+                if ids:
+                    part.sets[k] |= BitMap(i for i in ids if i is not None)
     return parts
 
 
@@ -179,20 +202,15 @@ def _add_cols(part: Part, names: list[str], values: Sequence[object]) -> None:
             part.cols[name] += int(value)  # type: ignore[call-overload]
 
 
-def followers_before(conn: Connection, target: int | None, t: int, legacy: bool, execution: Execution) -> int:
-    """followers.total at time t: every follow minus every unfollow with created_at < t."""
-    if target is None or t <= 0:
-        return 0
-    part = compute_buckets(conn, target, [(0, t)], legacy, Execution(), with_sets=False)[0]
+def _net_follows(part: Part) -> int:
     return part.cols["follows"] - part.cols["unfollows"]
 
 
 def summary(conn: Connection, target: int | None, start: int, end: int, legacy: bool,
             execution: Execution) -> dict[str, int]:
-    """Every metric of METRICS.md over [start, end)."""
-    part = compute_buckets(conn, target, [(start, end)], legacy, execution)[0]
-    base = followers_before(conn, target, start, legacy, execution)
-    total = base + part.cols["follows"] - part.cols["unfollows"]
+    """Every metric of METRICS.md over [start, end); followers.total counts from the beginning of time."""
+    before, part = compute_buckets(conn, target, [(start, end)], legacy, execution, prefix=True)
+    total = _net_follows(before) + _net_follows(part)
     return metrics_from_columns(part.cols, part.set_sizes(), total)
 
 
@@ -208,11 +226,11 @@ def series(conn: Connection, target: int | None, start: int, end: int, granulari
            legacy: bool, execution: Execution) -> list[tuple[int, int, dict[str, int]]]:
     """The `time` drilldown: (bucket start, end, metrics) per local-time bucket clipped to the window."""
     buckets = [(b.start, b.end) for b in time_buckets(start, end, granularity, tz)]
-    parts = compute_buckets(conn, target, buckets, legacy, execution)
-    total = followers_before(conn, target, start, legacy, execution)
+    before, *parts = compute_buckets(conn, target, buckets, legacy, execution, prefix=True)
+    total = _net_follows(before)
     out = []
     for (s, e), part in zip(buckets, parts, strict=True):
-        total += part.cols["follows"] - part.cols["unfollows"]
+        total += _net_follows(part)
         out.append((s, e, metrics_from_columns(part.cols, part.set_sizes(), total)))
     return out
 

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from canal.common.v1 import types_pb2
-from libs.metrics import ENGAGEMENT_METRICS, METRIC_NAMES
+from libs.metrics import ENGAGEMENT_METRICS, METRIC_NAMES, TIER_LABELS
 from libs.nostr.bech32 import parse_pubkey
 from libs.rpc import CanalError
 from libs.windows.errors import PlanningError
@@ -127,7 +127,7 @@ def estimate(conn: Connection, target: int | None, window: Window, legacy: bool,
     """Estimated cost units of answering the window, and the plan's bucket counts."""
     rate = raw_rate(conn, target, now)
     if legacy or target is None:
-        return window.span * rate, {"day": 0, "hour": 0, "minute": 0}
+        return window.span * rate, dict.fromkeys(TIER_LABELS, 0)
     dirty = context.dirty_sets(conn, target, window.start, window.end)
     from services.query.engine import ALL_TIERS_COMPLETE
 

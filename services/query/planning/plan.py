@@ -10,9 +10,8 @@ output :class:`Plan` partitions the window into three kinds of pieces:
 - ``missing``: ranges nothing can answer exactly any more (before the retention
   horizons): the answer is ``partial`` with reason ``retention``.
 
-Algorithm (greedy, coarsest first): cover the window with usable day buckets,
-then the remaining gaps with usable hour buckets, then with usable minute
-buckets. A bucket of tier T starting at b is *usable* when it lies inside the
+Algorithm (greedy, coarsest first): cover the window with usable 64-day blocks,
+then the remaining gaps with usable 8-day blocks, then days, hours and minutes. A bucket of tier T starting at b is *usable* when it lies inside the
 window, ``b >= horizons[T]``, ``b + size(T) <= watermarks[T]`` and b is not in
 ``dirty[T]``. What is left goes to raw facts where ``>= horizons["facts"]``,
 and to ``missing`` before it. Because every usable bucket inside the window is
@@ -36,6 +35,8 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from libs.metrics import TIER_LABELS, Tier
+
 __all__ = [
     "DEFAULT_RAW_FACTS_PER_SECOND",
     "FACTS",
@@ -50,9 +51,9 @@ __all__ = [
 ]
 
 #: Bucket length of each aggregate tier, in seconds.
-TIER_SECONDS: Final[Mapping[str, int]] = {"day": 86_400, "hour": 3_600, "minute": 60}
+TIER_SECONDS: Final[Mapping[str, int]] = {t.label: t.seconds for t in Tier}
 #: Tiers in the order the planner tries them (coarsest first).
-TIERS: Final[tuple[str, ...]] = ("day", "hour", "minute")
+TIERS: Final[tuple[str, ...]] = TIER_LABELS
 #: Key of the raw-facts horizon in the ``horizons`` mapping.
 FACTS: Final = "facts"
 #: ``partial_reasons`` entry for a plan with ``missing`` ranges.

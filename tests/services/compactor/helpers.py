@@ -107,7 +107,7 @@ def delete_facts(engine: Engine, rows: Iterable[Mapping[str, Any]], now: int = 0
 
 
 def compact_until_clean(engine: Engine, batch: int = 500, now: int | None = None) -> None:
-    """Minute, then hour, then day, each until nothing is claimable."""
+    """Every tier, finest first, each until nothing is claimable."""
     for tier in Tier:
         while compact_tier(engine, tier, batch, now=now).buckets:
             pass

@@ -98,9 +98,10 @@ def _rows(draw_rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
 def _assert_windows_match(engine: Engine, data: st.DataObject) -> None:
     for tier in Tier:
         size = tier.seconds
-        first = data.draw(st.integers(-1, SPAN // size + 1), label=f"{tier.label} start")
-        length = data.draw(st.integers(0, SPAN // size + 2), label=f"{tier.label} length")
-        start, end = BASE + first * size, BASE + (first + length) * size
+        origin = BASE - BASE % size  # BASE is a midnight, not a 64-day block start
+        first = data.draw(st.integers(-1, (BASE - origin + SPAN) // size + 1), label=f"{tier.label} start")
+        length = data.draw(st.integers(0, (BASE - origin + SPAN) // size + 2), label=f"{tier.label} length")
+        start, end = origin + first * size, origin + (first + length) * size
         for target in (1, 2, 3):
             assert aggregates_window(engine, target, tier, start, end) == facts_window(engine, target, start, end)
             for table, key in (("note_aggregates", "note_id"), ("actor_aggregates", "actor_id")):
@@ -128,7 +129,7 @@ def test_aggregates_over_any_aligned_window_equal_the_facts(
     _assert_windows_match(engine, data)
 
 
-def test_late_and_deleted_facts_are_rolled_up_again_minute_then_hour_then_day(engine: Engine) -> None:
+def test_late_and_deleted_facts_are_rolled_up_again_minute_then_hour_then_day_then_blocks(engine: Engine) -> None:
     early = [fact(1, BASE + 3600 * h + 30, FactType.ZAP, n=h, actor_id=10 + h, note_id=1, msats=1000) for h in range(5)]
     insert_facts(engine, early)
     compact_until_clean(engine, now=NOW)
@@ -141,6 +142,9 @@ def test_late_and_deleted_facts_are_rolled_up_again_minute_then_hour_then_day(en
     assert compact_tier(engine, Tier.DAY, 100, now=NOW).buckets == 0  # waits for its hours
     assert compact_tier(engine, Tier.HOUR, 100, now=NOW).buckets == 2
     assert compact_tier(engine, Tier.DAY, 100, now=NOW).buckets == 1
+    assert compact_tier(engine, Tier.DAY64, 100, now=NOW).buckets == 0  # waits for its 8-day block
+    assert compact_tier(engine, Tier.DAY8, 100, now=NOW).buckets == 1
+    assert compact_tier(engine, Tier.DAY64, 100, now=NOW).buckets == 1
     assert dirty_count(engine) == 0
     for tier in Tier:
         assert_tier_exact(engine, tier)
@@ -211,15 +215,15 @@ def test_watermarks_are_created_and_never_pass_a_dirty_bucket(engine: Engine) ->
     compact_tier(engine, Tier.HOUR, 10, now=NOW)  # nothing to do, but the rows appear
     with engine.connect() as conn:
         marks = dict(conn.execute(text("SELECT tier, watermark FROM watermarks")).all())
-    assert marks == {1: 0, 2: BASE + 3 * 3600, 3: BASE}  # the minute row exists; minute runs set it
+    assert marks == {1: 0, 2: BASE + 3 * 3600, 3: BASE, 4: BASE, 5: BASE - BASE % (64 * DAY)}  # minute runs set 1
     compact_tier(engine, Tier.MINUTE, 10, now=NOW)
     with engine.connect() as conn:
         marks = dict(conn.execute(text("SELECT tier, watermark FROM watermarks")).all())
-    assert marks == {1: NOW - NOW % 60, 2: BASE + 3 * 3600, 3: BASE}  # the hour is dirty now
+    assert marks == {1: NOW - NOW % 60, 2: BASE + 3 * 3600, 3: BASE, 4: BASE, 5: BASE - BASE % (64 * DAY)}
     compact_until_clean(engine, now=NOW)
     with engine.connect() as conn:
         marks = dict(conn.execute(text("SELECT tier, watermark FROM watermarks")).all())
-    assert marks == {1: NOW - NOW % 60, 2: NOW - NOW % 3600, 3: NOW - NOW % DAY}
+    assert marks == {int(t): NOW - NOW % t.seconds for t in Tier}
 
 
 @pytest.mark.parametrize("tier", list(Tier))

@@ -90,10 +90,10 @@ def test_idle_and_retention_runs_are_recorded_too(engine: Engine, spans: InMemor
     ]
 
 
-def test_run_named_all_rolls_minute_hour_day_then_retention(engine: Engine, spans: InMemorySpanExporter) -> None:
+def test_run_named_all_rolls_every_tier_then_retention(engine: Engine, spans: InMemorySpanExporter) -> None:
     insert_facts(engine, [fact(2, BASE + 5, FactType.NOTE, n=1, actor_id=2)])
     stats = run_named(engine, Settings(database_url=None), "all")
-    assert (stats.tier, stats.buckets, stats.facts_read, stats.outcome) == ("all", 3, 1, "ok")
-    assert sorted(j.tier for j in _jobs(engine)) == ["day", "hour", "minute", "retention"]
+    assert (stats.tier, stats.buckets, stats.facts_read, stats.outcome) == ("all", 5, 1, "ok")
+    assert sorted(j.tier for j in _jobs(engine)) == ["day", "day64", "day8", "hour", "minute", "retention"]
     with pytest.raises(ValueError):
         run_named(engine, Settings(database_url=None), "week")

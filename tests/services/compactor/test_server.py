@@ -45,7 +45,8 @@ async def test_get_watermarks_and_run_now_minute(engine: Engine, channel: grpc.a
     insert_facts(engine, [fact(1, BASE + 60 * i, FactType.REACTION, n=i, actor_id=4, sub=1) for i in range(3)])
     stub = pb_grpc.CompactorServiceStub(channel)
     before = await stub.GetWatermarks(pb.GetWatermarksRequest())
-    assert [(w.tier, w.dirty_buckets) for w in before.watermarks] == [("minute", 3), ("hour", 0), ("day", 0)]
+    assert [(w.tier, w.dirty_buckets) for w in before.watermarks] == [
+        ("minute", 3), ("hour", 0), ("day", 0), ("day8", 0), ("day64", 0)]
 
     ran = await stub.RunNow(pb.RunNowRequest(tier="minute"))
     assert (ran.buckets, ran.facts_read, ran.outcome) == (3, 3, "ok") and ran.duration_seconds > 0

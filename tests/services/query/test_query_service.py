@@ -86,13 +86,15 @@ async def test_unknown_pubkey_answers_zeros_with_meta(stub: pb_grpc.QueryService
     assert resp.meta.window.end - resp.meta.window.start == 30 * 86400
 
 
-async def test_thirty_day_window_reads_day_buckets_and_edges_not_minutes(
+async def test_thirty_day_window_reads_day_blocks_and_edges_not_minutes(
         db: str, stub: pb_grpc.QueryServiceStub) -> None:
     _seed(db)
     spec = types_pb2.WindowSpec(start=str(NOW - 30 * 86400 - 12345), end=str(NOW - 777))
     plan = await stub.ExplainPlan(pb.ExplainPlanRequest(pubkey=PK1, window=spec))
     tiers = dict(plan.plan.tiers)
-    assert 28 <= tiers["day"] <= 30 and tiers["hour"] <= 2 * 23 and tiers["minute"] <= 2 * 59
+    days_covered = tiers["day"] + 8 * tiers["day8"] + 64 * tiers["day64"]
+    assert 28 <= days_covered <= 30 and tiers["hour"] <= 2 * 23 and tiers["minute"] <= 2 * 59
+    assert tiers["day8"] >= 2 and tiers["day"] <= 2 * 7  # 8-day blocks, not 29 day rows
     assert sum(tiers.values()) < 300
     again = await stub.ExplainPlan(pb.ExplainPlanRequest(pubkey=PK1, window=spec))
     assert again == plan  # deterministic

@@ -18,6 +18,8 @@ FAR = T0 + 10_000 * DAY
 ALL_COMPLETE = {"day": FAR, "hour": FAR, "minute": FAR}
 NO_RETENTION: dict[str, int] = {}
 NO_DIRTY: dict[str, frozenset[int]] = {}
+NO_BLOCKS = {"day64": 0, "day8": 0}  # these tests leave the block tiers out of the watermarks: never read
+WITH_BLOCKS = ALL_COMPLETE | {"day8": FAR, "day64": FAR}
 
 
 def _covered(plan: Plan) -> list[tuple[int, int, str]]:
@@ -43,14 +45,14 @@ def test_same_inputs_give_identical_plans() -> None:
 def test_aligned_thirty_day_window_reads_exactly_thirty_day_buckets() -> None:
     plan = plan_window(T0, T0 + 30 * DAY, NO_DIRTY, ALL_COMPLETE, NO_RETENTION)
     assert plan.segments == (TierRange("day", T0, T0 + 30 * DAY),)
-    assert plan.buckets == {"day": 30, "hour": 0, "minute": 0}
+    assert plan.buckets == NO_BLOCKS | {"day": 30, "hour": 0, "minute": 0}
     assert plan.raw == () and plan.missing == ()
 
 
 def test_unaligned_thirty_day_window_uses_days_hours_minutes_and_raw_edges() -> None:
     start = T0 + 5 * HOUR + 7 * MIN + 13
     plan = plan_window(start, start + 30 * DAY, NO_DIRTY, ALL_COMPLETE, NO_RETENTION)
-    assert plan.buckets == {"day": 29, "hour": 18 + 5, "minute": 52 + 7}
+    assert plan.buckets == NO_BLOCKS | {"day": 29, "hour": 18 + 5, "minute": 52 + 7}
     assert plan.raw == ((start, start + 47), (start + 30 * DAY - 13, start + 30 * DAY))
     assert [s.tier for s in plan.segments] == ["minute", "hour", "day", "hour", "minute"]
     assert sum(plan.buckets.values()) < 200  # not 43,200 minutes
@@ -76,7 +78,7 @@ def test_dirty_day_is_covered_by_its_hours_and_never_read() -> None:
         TierRange("hour", dirty_day, dirty_day + DAY),
         TierRange("day", dirty_day + DAY, T0 + 7 * DAY),
     )
-    assert plan.buckets == {"day": 6, "hour": 24, "minute": 0}
+    assert plan.buckets == NO_BLOCKS | {"day": 6, "hour": 24, "minute": 0}
 
 
 def test_dirty_day_and_dirty_hour_fall_to_minutes_and_dirty_minute_to_raw() -> None:
@@ -88,7 +90,7 @@ def test_dirty_day_and_dirty_hour_fall_to_minutes_and_dirty_minute_to_raw() -> N
         "minute": frozenset({dirty_minute}),
     }
     plan = plan_window(T0, T0 + 3 * DAY, dirty, ALL_COMPLETE, NO_RETENTION)
-    assert plan.buckets == {"day": 2, "hour": 23, "minute": 59}
+    assert plan.buckets == NO_BLOCKS | {"day": 2, "hour": 23, "minute": 59}
     assert plan.raw == ((dirty_minute, dirty_minute + MIN),)
     for seg in plan.segments:
         bad = dirty.get(seg.tier, frozenset())
@@ -136,14 +138,14 @@ def test_unaligned_watermark_only_admits_buckets_ending_at_or_before_it() -> Non
 
 def test_tier_without_watermark_is_never_read() -> None:
     plan = plan_window(T0, T0 + DAY, NO_DIRTY, {"minute": FAR}, NO_RETENTION)
-    assert plan.buckets == {"day": 0, "hour": 0, "minute": 1440}
+    assert plan.buckets == NO_BLOCKS | {"day": 0, "hour": 0, "minute": 1440}
 
 
 def test_minutes_before_their_horizon_are_replaced_by_raw_facts() -> None:
     start = T0 + 10 * HOUR + 15 * MIN
     horizons = {"minute": T0 + 20 * DAY, "hour": T0, "facts": T0}
     plan = plan_window(start, T0 + 2 * DAY, NO_DIRTY, ALL_COMPLETE, horizons)
-    assert plan.buckets == {"day": 1, "hour": 13, "minute": 0}
+    assert plan.buckets == NO_BLOCKS | {"day": 1, "hour": 13, "minute": 0}
     assert plan.raw == ((start, T0 + 11 * HOUR),)
     assert plan.missing == ()
 
@@ -164,7 +166,7 @@ def test_old_dirty_hour_with_no_finer_data_is_missing() -> None:
     horizons = {"minute": FAR, "facts": FAR}
     plan = plan_window(T0, T0 + DAY, dirty, ALL_COMPLETE, horizons)
     assert plan.missing == ((dirty_hour, dirty_hour + HOUR),)
-    assert plan.buckets == {"day": 0, "hour": 23, "minute": 0}
+    assert plan.buckets == NO_BLOCKS | {"day": 0, "hour": 23, "minute": 0}
 
 
 def test_before_facts_horizon_finest_inside_bucket_answers_and_only_edges_are_missing() -> None:
@@ -212,3 +214,28 @@ def test_cost_rejects_negative_or_nan_rate(rate: float) -> None:
     plan = plan_window(T0, T0 + DAY, NO_DIRTY, ALL_COMPLETE, NO_RETENTION)
     with pytest.raises(ValueError):
         estimate_cost(plan, rate)
+
+
+def test_year_window_reads_day_blocks_not_three_hundred_sixty_five_days() -> None:
+    start = T0 + 5 * HOUR + 7 * MIN + 13  # unaligned, like a rolling window ending at a live `now`
+    plan = plan_window(start, start + 365 * DAY, NO_DIRTY, WITH_BLOCKS, NO_RETENTION)
+    _assert_partition(plan)
+    assert plan.buckets["day64"] >= 4
+    assert plan.buckets["day"] <= 2 * 7 and plan.buckets["day8"] <= 2 * 7
+    day_rows = sum(plan.buckets[t] for t in ("day64", "day8", "day"))
+    assert day_rows <= 4 + 2 * 7 + 2 * 7 + 1  # at most ~33 rows of day-sized sets, against 364 without blocks
+    for seg in plan.segments:
+        size = {"day64": 64 * DAY, "day8": 8 * DAY}.get(seg.tier)
+        if size:
+            assert seg.start % size == 0 and seg.end % size == 0  # blocks are aligned to the epoch
+
+
+def test_dirty_day_inside_a_block_sends_the_planner_down_to_days_around_it() -> None:
+    block = T0 - T0 % (64 * DAY) + 64 * DAY
+    dirty_day = block + 20 * DAY
+    # A dirty day makes its 8-day block and its 64-day block unreadable (context.dirty_sets marks every tier up).
+    dirty = {"day": frozenset({dirty_day}), "day8": frozenset({dirty_day}), "day64": frozenset({dirty_day})}
+    plan = plan_window(block, block + 64 * DAY, dirty, WITH_BLOCKS, NO_RETENTION)
+    _assert_partition(plan)
+    assert plan.buckets == {"day64": 0, "day8": 7, "day": 7, "hour": 24, "minute": 0}
+    assert TierRange("hour", dirty_day, dirty_day + DAY) in plan.segments
