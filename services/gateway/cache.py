@@ -8,6 +8,8 @@
 - Stale copies are keyed by the request without the data version (a rolling window by its
   label) and kept longer; they answer when the query service fails or is too slow.
 - Without Redis, answers are computed directly and marked `bypass`.
+- With `CACHE_TTL_S=0` the cache is off: every request computes, marked `bypass`, and no
+  stale copy is kept (what benchmarks and debugging want; Redis still serves jobs and limits).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class AnswerCache:
 
     def __init__(self, redis: RedisGuard, ttl_s: int, stale_ttl_s: int, wait_s: float) -> None:
         self.redis = redis
+        self.enabled = ttl_s > 0  # CACHE_TTL_S=0 turns answer caching off: every request computes (`bypass`)
         self.ttl_s = max(1, ttl_s)
         self.stale_ttl_s = max(self.ttl_s, stale_ttl_s)
         self.wait_s = wait_s
@@ -66,6 +69,8 @@ class AnswerCache:
     async def answer(self, version: str, exact: dict[str, Any], stale: dict[str, Any],
                      compute: Compute) -> tuple[Payload, str]:
         """(payload, hit|miss|bypass), or the UpstreamError of the computation."""
+        if not self.enabled:
+            return await compute(), "bypass"
         key = PREFIX + digest({"v": version, **exact})
         task = self._inflight.get(key)
         if task is not None:

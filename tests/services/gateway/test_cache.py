@@ -58,3 +58,15 @@ async def test_an_error_is_shared_not_recomputed_by_every_waiter(stack: Stack) -
         answers = await asyncio.gather(*(http.get("/api/v2/analytics/drilldown", params=params) for _ in range(50)))
     assert {r.json()["error"]["code"] for r in answers} == {"INVALID_CURSOR"}
     assert stack.counter.calls["GetDrilldown"] == 1
+
+
+async def test_cache_ttl_zero_turns_the_cache_off_every_request_computes(stack: Stack) -> None:
+    params = window(stack)
+    off = gateway_app(stack.settings.model_copy(update={"cache_ttl_s": 0}), stack.engine, stack.query_port)
+    async with serving(off) as off_url:
+        answers = [*(await burst(off_url, stack.keys["reader"], params, 1)),
+                   *(await burst(off_url, stack.keys["reader"], params, 1))]
+    assert [r.status_code for r in answers] == [200, 200]
+    assert [r.json()["meta"]["cache"] for r in answers] == ["bypass", "bypass"]
+    assert stack.counter.calls["GetSummary"] == 2
+    assert answers[0].json()["data"] == answers[1].json()["data"]
