@@ -17,8 +17,9 @@ SECRET = "canal-bench-secret-0123456789abcdef-0123456789"
 
 
 def bench_settings(url: str, **overrides: Any) -> Settings:
-    """Settings for in-process services: this database, no Redis (so no answer cache), no metrics ports."""
-    base: dict[str, Any] = {"database_url": url, "redis_url": None, "canal_secret": SECRET, "metrics_port_base": 0,
+    """Settings for in-process services: this database, answer cache off, no Redis, no metrics ports."""
+    base: dict[str, Any] = {"database_url": url, "redis_url": None, "cache_ttl_s": 0, "canal_secret": SECRET,
+                            "metrics_port_base": 0,
                             "demo": False, "relays": "", "track": "", "log_level": "WARNING"}
     base.update(overrides)
     return Settings(**base)
