@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     retain_minute_days: int = 7
     retain_hour_days: int = 400
     retention_batch: int = 5000
+    retain_runs_days: int = Field(default=7, description="How long compaction/retention run records are kept")
 
     compact_minute_every_s: int = 10
     compact_hour_every_s: int = 60

@@ -114,7 +114,8 @@ def _delete_in_batches(engine: Engine, table: str, where: str, params: dict[str,
 def run_retention(
     engine: Engine, settings: Settings, now: int | None = None, batch: int | None = None
 ) -> RetentionStats:
-    """Publish horizons, then delete facts, minute and hour aggregates before them (day rows stay)."""
+    """Publish horizons, then delete facts, minute and hour aggregates before them (day rows stay),
+    and compactor run records older than `retain_runs_days`."""
     began = time.perf_counter()
     now = int(time.time()) if now is None else now
     batch = batch or settings.retention_batch
@@ -124,6 +125,9 @@ def run_retention(
         for table in ("aggregates", "note_aggregates", "actor_aggregates"):
             where = f"tier = {tier} AND bucket_start < :h"
             targets.append((f"{table}:{tier_name}", table, where, stats.horizons[tier_name]))
+    # Run records (one per compactor cron run, ~10k a day) are history, not data: keep a week.
+    runs_before = now - settings.retain_runs_days * DAY if settings.retain_runs_days > 0 else 0
+    targets.append(("jobs:runs", "jobs", "kind IN ('compaction', 'retention') AND created_at < :h", runs_before))
     for label, table, where, horizon in targets:
         if horizon <= 0:
             continue

@@ -136,3 +136,17 @@ def test_aggregates_stay_exact_after_retention_for_data_still_kept(engine: Engin
         assert conn.execute(text("SELECT count(*) FROM facts WHERE created_at < :h"), {"h": FACTS_H}).scalar_one() == 0
     for target in (1, 2):
         assert aggregates_window(engine, target, Tier.MINUTE, MINUTE_H, NOW) == facts_window(engine, target, MINUTE_H, NOW)
+
+
+def test_retention_prunes_run_records_older_than_a_week_and_keeps_async_query_jobs(engine: Engine) -> None:
+    with engine.begin() as conn:
+        for i, (kind, age_days) in enumerate([("compaction", 8), ("compaction", 6), ("retention", 30),
+                                              ("summary", 30)]):
+            conn.execute(text("INSERT INTO jobs (id, kind, state, created_at, updated_at) "
+                              "VALUES (:i, :k, 'succeeded', :t, :t)"),
+                         {"i": f"j{i}", "k": kind, "t": NOW - age_days * DAY})
+    stats = run_retention(engine, SETTINGS, now=NOW)
+    assert stats.deleted["jobs:runs"] == 2
+    with engine.connect() as conn:
+        left = sorted(conn.execute(text("SELECT id FROM jobs")).scalars())
+    assert left == ["j1", "j3"]  # the 6-day-old run, and the query job (its own TTL purge owns it)
