@@ -71,17 +71,6 @@ def summary_breakdown(url: str, target_id: int, start: int, end: int, legacy: bo
     }
 
 
-def _fn(module: Any, name: str) -> Any:
-    """A private SQL builder of services.query.engine, whose signature changes with the engine."""
-    return getattr(module, name)
-
-
-def _takes_layout(fn: Any) -> bool:
-    import inspect
-
-    return "layout" in inspect.signature(fn).parameters
-
-
 def explain_raw_scan(url: str, target_id: int, start: int, end: int) -> dict[str, Any]:
     """EXPLAIN (ANALYZE, BUFFERS) of the legacy path's raw-facts statement over [start, end)."""
     from services.query import engine as q
@@ -89,13 +78,9 @@ def explain_raw_scan(url: str, target_id: int, start: int, end: int) -> dict[str
     engine = make_engine(url, pool_size=1)
     try:
         with engine.connect() as conn:
-            if _takes_layout(_fn(q, "_raw_sql")):  # the statement is built from the planned layout
-                lay = q.plan_buckets(conn, target_id, [(start, end)], True, q.Execution())
-                sql = _fn(q, "_raw_sql")(lay, True)
-                params: dict[str, Any] = {"t": target_id, "bounds": "{" + ",".join(map(str, lay.bounds)) + "}"}
-            else:
-                sql = _fn(q, "_raw_sql")(True)
-                params = {"t": target_id, "a": [start], "b": [end], "i": [0]}
+            lay = q.plan_buckets(conn, target_id, [(start, end)], True, q.Execution())
+            sql = q._raw_sql(lay, 0)  # the statement exactly as the legacy path builds it, sets included
+            params: dict[str, Any] = {"t": target_id, "bounds": "{" + ",".join(map(str, lay.bounds)) + "}"}
             rows = conn.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + sql), params).all()
     finally:
         engine.dispose()
@@ -103,55 +88,3 @@ def explain_raw_scan(url: str, target_id: int, start: int, end: int) -> dict[str
     keep = [ln for ln in lines if any(k in ln for k in ("Scan", "Aggregate", "Sort", "Buffers", "Execution Time",
                                                           "Planning Time", "JIT", "Heap Fetches", "Nested Loop"))]
     return {"plan": keep[:25]}
-
-
-AGG_JOIN = ("JOIN aggregates g ON g.target_id = :t AND g.tier = s.tier AND g.bucket_start >= s.a "
-            "AND g.bucket_start < s.b")
-AGG_PINNED = ("CROSS JOIN LATERAL (SELECT * FROM aggregates g WHERE g.target_id = :t AND g.tier = s.tier "
-              "AND g.bucket_start >= s.a AND g.bucket_start < s.b OFFSET 0) g")
-RAW_JOIN = "JOIN facts f ON f.target_id = :t AND f.created_at >= r.a AND f.created_at < r.b"
-RAW_PINNED = ("CROSS JOIN LATERAL (SELECT * FROM facts f WHERE f.target_id = :t AND f.created_at >= r.a "
-              "AND f.created_at < r.b OFFSET 0) f")
-
-
-def pinned_plan_fix(url: str, target_id: int, windows: list[tuple[int, int]], reps: int = 3) -> dict[str, Any]:
-    """The canonical summary's two statements as they are, and with each range join pinned to an index range
-    scan per segment (LATERAL ... OFFSET 0, as the compactor does): same rows, time per window."""
-    from services.query import engine as q
-
-    if _takes_layout(_fn(q, "_agg_sql")):
-        return {"skipped": "services.query.engine now builds explicit per-segment ranges (the fix this compared)"}
-    agg_now, raw_now = _fn(q, "_agg_sql")(True), _fn(q, "_raw_sql")(True)
-    if AGG_JOIN not in agg_now or RAW_JOIN not in raw_now:
-        return {"skipped": "services.query.engine SQL changed; the comparison no longer applies"}
-    agg_fix, raw_fix = agg_now.replace(AGG_JOIN, AGG_PINNED), raw_now.replace(RAW_JOIN, RAW_PINNED)
-    engine = make_engine(url, pool_size=1)
-    cur: list[float] = []
-    fixed: list[float] = []
-    same = True
-    try:
-        with engine.connect() as conn:
-            for start, end in windows:
-                lay: Any = q.plan_buckets(conn, target_id, [(start, end)], False, q.Execution())  # old Layout
-                agg = {"t": target_id, "tier": lay.seg_tier, "a": lay.seg_a, "b": lay.seg_b, "i": lay.seg_i}
-                raw = {"t": target_id, "a": lay.raw_a, "b": lay.raw_b, "i": lay.raw_i}
-                for sql_agg, sql_raw, sink in ((agg_now, raw_now, cur), (agg_fix, raw_fix, fixed)):
-                    best = float("inf")
-                    rows: list[Any] = []
-                    for _ in range(reps):
-                        began = time.perf_counter()
-                        rows = []
-                        if lay.seg_i:
-                            rows += [tuple(r) for r in conn.execute(text(sql_agg), agg)]
-                        if lay.raw_i:
-                            rows += [tuple(r) for r in conn.execute(text(sql_raw), raw)]
-                        best = min(best, time.perf_counter() - began)
-                    sink.append(best)
-                    if sink is cur:
-                        reference = rows
-                    elif rows != reference:
-                        same = False
-    finally:
-        engine.dispose()
-    return {"windows": len(windows), "current_ms": summarize_ms(cur), "pinned_ms": summarize_ms(fixed),
-            "same_rows": same}

@@ -174,7 +174,7 @@ def queries(url: str, lay: Layout, profile: Profile, cache: Path, budget: Budget
         growth = [(t.pubkey, t.facts) for t in lay.growth()]
         out["growth"] = step("growth", lambda: _isolated(lambda: qb.growth_latency(
             client, growth, end, profile, budget, out["grpc"]["summary"])))
-        out["profile"] = step("profiles", lambda: _isolated(lambda: _query_profiles(url, lay, profile, windows, end)))
+        out["profile"] = step("profiles", lambda: _isolated(lambda: _query_profiles(url, lay, profile, end)))
     finally:
         client.close()
         server.stop()
@@ -263,9 +263,8 @@ def _gateway(url: str, query_address: str, pubkey: str, profile: Profile, budget
         engine.dispose()
 
 
-def _query_profiles(url: str, lay: Layout, profile: Profile, windows: list[tuple[int, int]],
-                    end: int) -> dict[str, Any]:
-    from libs.bench.profiling import explain_raw_scan, pinned_plan_fix, summary_breakdown
+def _query_profiles(url: str, lay: Layout, profile: Profile, end: int) -> dict[str, Any]:
+    from libs.bench.profiling import explain_raw_scan, summary_breakdown
     from libs.bench.queries import rolling_bounds
 
     out: dict[str, Any] = {"canonical_summary_direct": {}}
@@ -275,8 +274,6 @@ def _query_profiles(url: str, lay: Layout, profile: Profile, windows: list[tuple
         out["canonical_summary_direct"][label] = summary_breakdown(url, lay.big.id, s, e, False, reps)
     s, e = rolling_bounds("365d", end)
     out["legacy_raw_scan_365d_explain"] = explain_raw_scan(url, lay.big.id, s, e)
-    rolling = [rolling_bounds(label, end) for label in ("1h", "24h", "7d", "30d", "90d", "365d", "all")]
-    out["pinned_range_joins"] = pinned_plan_fix(url, lay.big.id, rolling + windows[:6], reps=1)
     return out
 
 

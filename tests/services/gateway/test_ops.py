@@ -133,5 +133,5 @@ async def test_estimate_reports_cost_limit_and_plan(shared_stack: Stack) -> None
     data = resp.json()["data"]
     assert set(data) == {"cost", "sync_limit", "async", "plan"}
     assert data["sync_limit"] == shared_stack.settings.sync_cost_limit and data["async"] is False
-    assert set(data["plan"]["tiers"]) == {"day", "hour", "minute"}
+    assert set(data["plan"]["tiers"]) == {"day64", "day8", "day", "hour", "minute"}
     assert resp.json()["meta"]["window"]["label"] == "30d"

@@ -28,7 +28,7 @@ def assert_envelope(body: dict, source: str, cache: str) -> None:
     assert {"as_of", "watermark", "lag_seconds", "stale"} <= set(meta["freshness"])
     assert isinstance(meta["partial"], bool) and isinstance(meta["partial_reasons"], list)
     assert set(meta["plan"]) == {"tiers", "raw_facts_scanned"}
-    assert set(meta["plan"]["tiers"]) == {"day", "hour", "minute"}
+    assert set(meta["plan"]["tiers"]) == {"day64", "day8", "day", "hour", "minute"}  # API.md three, plus blocks
 
 
 async def test_summary_answers_every_metric_in_the_envelope(stack: Stack) -> None:
