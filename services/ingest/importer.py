@@ -113,7 +113,7 @@ def import_file(
         task = bar.add_task("import", total=total, name=p.name, events=0)
         reader = InputReader(fh, origin or f"import:{p.name}")
         # Admission (signature checks) of one batch overlaps the database phase of another; the store's
-        # advisory lock serializes the database phases, and facts do not depend on batch order.
+        # advisory lock serializes the derivation phases (events are stored before it), and facts do not depend on batch order.
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="import") as pool:
             inflight: deque[tuple[list[int], Future[BatchResult]]] = deque()
             for numbers, items in _batches(reader, batch):

@@ -1,20 +1,43 @@
 """Batch ingest into PostgreSQL: admit, store events, re-derive affected events, write fact diffs.
 
-One batch is one transaction under an advisory lock (derivation reads what earlier batches
-wrote, so two ingest processes must not interleave their derivation phases; signature
-checks, the expensive part, run before the lock). Every fact inserted or deleted marks its
-minute bucket dirty in the same transaction, which is all the compactor needs to know.
+One batch is one transaction in three phases:
+
+1. admission (signatures, zap checks; CPU only, no database);
+2. storage, without any lock: the new events (COPY) and their side rows (event_refs, zap_receipts,
+   tombstones, profiles) and reject rows;
+3. derivation, under a global transaction advisory lock held until commit: contact lists, then
+   re-deriving every event the new ones can affect and writing the fact difference.
+
+Why the storage phase needs no lock: derivation only ever reads committed rows (READ COMMITTED)
+plus this transaction's own, and a batch commits while holding the lock. So whichever batch takes
+the lock second sees everything the first one stored and derived, and the first sees none of the
+second's rows, whether those were already written or not: the outcome is that of running the
+batches' derivations one after the other in lock order, each seeing exactly its predecessors,
+which is what makes facts independent of order, duplication and concurrency. Two batches holding
+the same new event id: the second one's insert waits for the first to commit and then treats it as
+a duplicate. No lock holder ever waits for a row that an unlocked storage phase writes (storage
+writes only rows keyed by its own new event ids, the events rows themselves and profiles;
+dictionary ids, facts, dirty buckets and notes are written under the lock only), so the advisory
+lock cannot join a deadlock; storage writes each table once, in key order, so storage phases
+cannot deadlock among themselves either.
+
+Every fact inserted or deleted marks its minute bucket dirty in the same transaction, which is
+all the compactor needs to know.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
+from psycopg import errors as pg_errors
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from libs.nostr.admission import admit
 from libs.nostr.event import Event, Rejection
@@ -34,6 +57,10 @@ RAW_LIMIT = 4096
 REF_KINDS = (1, 1111, 6, 7, 16, 9735)
 
 FactRow = tuple[int, str, int, int, int, int | None, int | None, int, int]
+FactKey = tuple[int, str, int]
+FACT_NAMES = ("target_id", "source_event_id", "fact_type", "created_at", "kind", "actor_id", "note_id", "msats", "sub")
+FACT_FIELDS = ", ".join(FACT_NAMES)
+EVENT_FIELDS = "id, pubkey, kind, created_at, tags, content, sig, address, received_at, origin"
 
 
 def _ids(name: str) -> str:
@@ -46,11 +73,22 @@ def _arr(values: Iterable[str]) -> str:
     return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
 
 
+def _iarr(values: Iterable[int | None]) -> str:
+    """A PostgreSQL integer array literal (None is NULL)."""
+    return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
+
+
 def _j(values: Iterable[object]) -> str:
     return json.dumps(list(values), ensure_ascii=False, separators=(",", ":"))
-FactKey = tuple[int, str, int]
-FACT_NAMES = ("target_id", "source_event_id", "fact_type", "created_at", "kind", "actor_id", "note_id", "msats", "sub")
-FACT_FIELDS = ", ".join(FACT_NAMES)
+
+
+def _copy_text(value: str) -> str:
+    """A value escaped for COPY's text format."""
+    if "\\" in value:
+        value = value.replace("\\", "\\\\")
+    if "\n" in value or "\r" in value or "\t" in value:
+        value = value.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +144,15 @@ def _storable(ev: Event) -> Event:
     return ev
 
 
+@contextmanager
+def _as_sqlalchemy_errors() -> Iterator[None]:
+    """Raise psycopg errors of direct driver calls as SQLAlchemy's (callers tell data errors from outages by those)."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise DBAPIError.instance("ingest (psycopg)", None, exc, psycopg.Error) from exc
+
+
 class IngestStore:
     """Writes admitted events and their facts; safe to call from several processes."""
 
@@ -116,68 +163,112 @@ class IngestStore:
         """Admit and store a batch; returns per-item outcomes once the transaction committed."""
         now = int(time.time()) if receive_time is None else receive_time
         admitted = admit_items(items, now)
-        with self.engine.begin() as conn:
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": INGEST_LOCK})
-            return _ingest_locked(conn, items, admitted, now)
+        with self.engine.begin() as conn, _as_sqlalchemy_errors():
+            pg: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
+            result, stored = _store(conn, pg, items, admitted, now)
+            if stored.events:
+                pg.execute("SELECT pg_advisory_xact_lock(%s)", (INGEST_LOCK,))
+                _ingest_locked(pg, stored, result)
+            _bump_counters(pg, result, now)
+            return result
 
 
-def _ingest_locked(
-    conn: Connection, items: Sequence[RawItem], admitted: list[Event | Rejection], now: int
-) -> BatchResult:
+@dataclass(slots=True)
+class _Stored:
+    """What the unlocked storage phase wrote: the new events (id order) and what derivation needs of them."""
+
+    events: list[Event] = field(default_factory=list)
+    hashes: dict[str, str] = field(default_factory=dict)  # new receipt id -> payment hash
+
+
+def _store(conn: Connection, pg: psycopg.Connection[Any], items: Sequence[RawItem],
+           admitted: list[Event | Rejection], now: int) -> tuple[BatchResult, _Stored]:
+    """The storage phase (no lock): events, side rows, rejects; per-item outcomes."""
     result = BatchResult()
-    fresh: dict[str, Event] = {}
     rejects: list[tuple[int, Rejection]] = []
     candidates: dict[str, Event] = {}
+    origin_of: dict[str, str] = {}
     for i, ev in enumerate(admitted):
         if isinstance(ev, Rejection):
             rejects.append((i, ev))
         elif ev.id not in candidates:
             candidates[ev.id] = ev
-    inserted = _insert_events(conn, list(candidates.values()), items, admitted, now)
+            origin_of[ev.id] = items[i].origin
+    stored = _Stored()
+    if candidates:
+        stored.events, stored.hashes = _insert_new(pg, [candidates[k] for k in sorted(candidates)], origin_of, now)
+    inserted = {e.id for e in stored.events}
     seen_new: set[str] = set()
     for i, ev in enumerate(admitted):
         if isinstance(ev, Rejection):
             continue
         if ev.id in inserted and ev.id not in seen_new:
             seen_new.add(ev.id)
-            fresh[ev.id] = ev
             result.outcomes.append(Outcome(i, "admitted", ev.id))
         else:
             result.outcomes.append(Outcome(i, "duplicate", ev.id))
     _store_rejects(conn, items, rejects, result, now)
-    if fresh:
-        _store_side_rows(conn, list(fresh.values()))
-        result.rederived, result.facts_inserted, result.facts_deleted = _rederive(conn, list(fresh.values()))
-    _bump_counters(conn, result, now)
     result.outcomes.sort(key=lambda o: o.index)
-    return result
+    return result, stored
 
 
-def _insert_events(
-    conn: Connection, events: list[Event], items: Sequence[RawItem], admitted: list[Event | Rejection], now: int
-) -> set[str]:
-    if not events:
-        return set()
-    origin_of: dict[str, str] = {}
-    for item, ev in zip(items, admitted, strict=True):
-        if isinstance(ev, Event):
-            origin_of.setdefault(ev.id, item.origin)
-    rows = [
-        {
-            "id": e.id, "pubkey": e.pubkey, "kind": e.kind, "created_at": e.created_at,
-            "tags": [list(t) for t in e.tags], "content": e.content, "sig": e.sig,
-            "address": address_of(e), "received_at": now, "origin": origin_of.get(e.id, ""),
-        }
-        for e in events
-    ]
-    got = conn.execute(
-        text(
-            "INSERT INTO events (id, pubkey, kind, created_at, tags, content, sig, address, received_at, origin) "
-            "SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id text, pubkey text, kind int, "
-            "created_at bigint, tags jsonb, content text, sig text, address text, received_at bigint, origin text) "
-            "ON CONFLICT (id) DO NOTHING RETURNING id"
-        ),
-        {"rows": json.dumps(rows, ensure_ascii=False)},
+def _insert_new(pg: psycopg.Connection[Any], candidates: list[Event], origin_of: dict[str, str],
+                now: int) -> tuple[list[Event], dict[str, str]]:
+    """Insert the candidates not stored yet with their side rows; returns (the inserted events, their zap hashes).
+
+    Fast path: COPY the candidates not already stored. A concurrent batch inserting one of them
+    meanwhile makes COPY fail on the key; then the whole step is redone with ON CONFLICT DO NOTHING.
+    """
+    known = {r[0] for r in pg.execute("SELECT id FROM events WHERE id = ANY(%s::text[])",
+                                      (_arr(e.id for e in candidates),))}
+    new = [e for e in candidates if e.id not in known]
+    if not new:
+        return [], {}
+    side = _side_rows(new)
+    pg.execute("SAVEPOINT canal_ingest_copy")
+    try:
+        _copy_events(pg, new, origin_of, now)
+        _copy_side_rows(pg, side)
+    except pg_errors.UniqueViolation:
+        pg.execute("ROLLBACK TO SAVEPOINT canal_ingest_copy")
+        inserted = _insert_events(pg, new, origin_of, now)
+        new = [e for e in new if e.id in inserted]
+        side = _side_rows(new)
+        _insert_side_rows(pg, side)
+    else:
+        pg.execute("RELEASE SAVEPOINT canal_ingest_copy")
+    _upsert_profiles(pg, side.profiles)
+    return new, {r[1]: r[0] for r in side.receipts}
+
+
+def _event_row(e: Event, origin: str, now: int) -> tuple[Any, ...]:
+    return (e.id, e.pubkey, e.kind, e.created_at, [list(t) for t in e.tags], e.content, e.sig, address_of(e), now, origin)
+
+
+def _copy_events(pg: psycopg.Connection[Any], events: list[Event], origin_of: dict[str, str], now: int) -> None:
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    parts = []
+    for e in events:
+        addr = address_of(e)
+        parts.append(
+            f"{e.id}\t{e.pubkey}\t{e.kind}\t{e.created_at}\t{_copy_text(dumps(e.tags))}\t{_copy_text(e.content)}\t"
+            f"{e.sig}\t{_copy_text(addr) if addr is not None else chr(92) + 'N'}\t{now}\t"
+            f"{_copy_text(origin_of.get(e.id, ''))}\n"
+        )
+    with pg.cursor().copy(f"COPY events ({EVENT_FIELDS}) FROM STDIN") as copy:
+        copy.write("".join(parts))
+
+
+def _insert_events(pg: psycopg.Connection[Any], events: list[Event], origin_of: dict[str, str], now: int) -> set[str]:
+    """INSERT … ON CONFLICT DO NOTHING (key order); the ids this transaction inserted."""
+    rows = [dict(zip(EVENT_FIELDS.split(", "), _event_row(e, origin_of.get(e.id, ""), now), strict=True))
+            for e in events]
+    got = pg.execute(
+        f"INSERT INTO events ({EVENT_FIELDS}) "
+        "SELECT * FROM jsonb_to_recordset(%s::jsonb) AS r(id text, pubkey text, kind int, "
+        "created_at bigint, tags jsonb, content text, sig text, address text, received_at bigint, origin text) "
+        "ON CONFLICT (id) DO NOTHING RETURNING id",
+        (json.dumps(rows, ensure_ascii=False),),
     )
     return {r[0] for r in got}
 
@@ -209,84 +300,112 @@ def _store_rejects(
         )
 
 
-def _store_side_rows(conn: Connection, events: list[Event]) -> None:
-    """event_refs, zap_receipts, tombstones, contact_lists and profiles for newly admitted events."""
-    refs: list[dict[str, Any]] = []
-    receipts: list[dict[str, Any]] = []
-    stones: list[dict[str, Any]] = []
-    lists: list[dict[str, Any]] = []
-    profiles: list[dict[str, Any]] = []
+@dataclass(slots=True)
+class _SideRows:
+    refs: list[tuple[str, str]] = field(default_factory=list)  # (ref, event_id)
+    # (payment_hash, event_id, created_at, recipient, sender, msats, anon, note_key, description_hash_mismatch)
+    receipts: list[tuple[Any, ...]] = field(default_factory=list)
+    stones: list[tuple[str, str, str, int]] = field(default_factory=list)  # (ref, deletion_id, deleter, created_at)
+    profiles: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _side_rows(events: list[Event]) -> _SideRows:
+    """event_refs, zap_receipts, tombstones and profiles rows of newly admitted events (no duplicates)."""
+    out = _SideRows()
     for e in events:
         if e.kind in REF_KINDS:
+            seen: set[str] = set()
             for t in e.tags:
-                if len(t) >= 2 and t[0] in ("e", "q") and len(t[1]) == 64:
-                    refs.append({"ref": t[1], "event_id": e.id})
+                if len(t) >= 2 and t[0] in ("e", "q") and len(t[1]) == 64 and t[1] not in seen:
+                    seen.add(t[1])
+                    out.refs.append((t[1], e.id))
         if e.kind == 9735:
             zap = validate_zap(e, 2**62)  # already admitted: the time check was done at admission
-            note = zap.note_e or zap.note_a
-            receipts.append({
-                "payment_hash": zap.payment_hash, "event_id": e.id, "created_at": e.created_at,
-                "recipient": zap.recipient, "sender": zap.sender, "msats": zap.msats, "anon": zap.anon,
-                "note_key": note, "description_hash_mismatch": zap.description_hash_mismatch,
-            })
+            out.receipts.append((zap.payment_hash, e.id, e.created_at, zap.recipient, zap.sender, zap.msats, zap.anon,
+                                 zap.note_e or zap.note_a, zap.description_hash_mismatch))
         elif e.kind == 5:
             ids, addrs = deletion_targets(e)
-            for ref in {*ids, *addrs}:
-                stones.append({"ref": ref, "deletion_id": e.id, "deleter": e.pubkey, "created_at": e.created_at})
-        elif e.kind == 3:
-            lists.append({"author_pubkey": e.pubkey, "created_at": e.created_at,
-                          "event_id": e.id, "follows": sorted(contact_set(e))})
+            for ref in sorted({*ids, *addrs}):
+                out.stones.append((ref, e.id, e.pubkey, e.created_at))
         elif e.kind == 0:
             name = profile_name(e)  # parsed from content JSON: a \u0000 escape there becomes a NUL
-            profiles.append({"pubkey": e.pubkey, "display_name": name.replace("\x00", "\ufffd") if name else name,
-                             "created_at": e.created_at, "event_id": e.id})
-    _insert_rows(conn, "event_refs", refs)
-    _insert_rows(conn, "zap_receipts", receipts)
-    _insert_rows(conn, "tombstones", stones)
-    if lists:
-        author_ids = _pubkey_ids(conn, {row["author_pubkey"] for row in lists})
-        for row in lists:
-            row["author_id"] = author_ids[row.pop("author_pubkey")]
-        _insert_rows(conn, "contact_lists", lists)
+            out.profiles.append({"pubkey": e.pubkey, "display_name": name.replace("\x00", "\ufffd") if name else name,
+                                 "created_at": e.created_at, "event_id": e.id})
+    return out
+
+
+def _copy_rows(pg: psycopg.Connection[Any], table: str, columns: str, rows: Iterable[Sequence[Any]]) -> None:
+    lines = []
+    for row in rows:
+        lines.append("\t".join("\\N" if v is None else _copy_text(v) if isinstance(v, str) else
+                               ("t" if v else "f") if isinstance(v, bool) else str(v) for v in row) + "\n")
+    if lines:
+        with pg.cursor().copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            copy.write("".join(lines))
+
+
+RECEIPT_FIELDS = "payment_hash, event_id, created_at, recipient, sender, msats, anon, note_key, description_hash_mismatch"
+
+
+def _copy_side_rows(pg: psycopg.Connection[Any], side: _SideRows) -> None:
+    _copy_rows(pg, "event_refs", "ref, event_id", side.refs)
+    _copy_rows(pg, "zap_receipts", RECEIPT_FIELDS, side.receipts)
+    _copy_rows(pg, "tombstones", "ref, deletion_id, deleter, created_at", side.stones)
+
+
+def _insert_side_rows(pg: psycopg.Connection[Any], side: _SideRows) -> None:
+    """The slow path of `_copy_side_rows`: ON CONFLICT DO NOTHING."""
+    for table, columns, rows in (("event_refs", "ref, event_id", side.refs),
+                                 ("zap_receipts", RECEIPT_FIELDS, side.receipts),
+                                 ("tombstones", "ref, deletion_id, deleter, created_at", side.stones)):
+        names = columns.split(", ")
+        _insert_rows(pg, table, [dict(zip(names, r, strict=True)) for r in rows])
+
+
+def _upsert_profiles(pg: psycopg.Connection[Any], profiles: list[dict[str, Any]]) -> None:
     newest: dict[str, dict[str, Any]] = {}
     for row in profiles:  # one row per pubkey: newest created_at, then lowest id
         best = newest.get(row["pubkey"])
         if best is None or (row["created_at"], best["event_id"]) > (best["created_at"], row["event_id"]):
             newest[row["pubkey"]] = row
-    _insert_rows(conn, "profiles", list(newest.values()),
+    _insert_rows(pg, "profiles", [newest[k] for k in sorted(newest)],  # key order: no deadlock between batches
                  "ON CONFLICT (pubkey) DO UPDATE SET display_name = EXCLUDED.display_name, "
                  "created_at = EXCLUDED.created_at, event_id = EXCLUDED.event_id "
                  "WHERE (profiles.created_at, EXCLUDED.event_id) < (EXCLUDED.created_at, profiles.event_id)")
 
 
-def _insert_rows(conn: Connection, table: str, rows: list[dict[str, Any]],
+def _insert_rows(pg: psycopg.Connection[Any], table: str, rows: list[dict[str, Any]],
                  conflict: str = "ON CONFLICT DO NOTHING") -> None:
     """One INSERT for many rows, bound as a single JSON document (dict keys are column names)."""
     if not rows:
         return
     cols = ", ".join(rows[0])
-    conn.execute(text(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM "
-                      f"json_populate_recordset(NULL::{table}, CAST(:rows AS json)) {conflict}"), {"rows": _j(rows)})
+    pg.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM "
+               f"json_populate_recordset(NULL::{table}, %s::json) {conflict}", (_j(rows),))
 
 
-def _dictionary_ids(conn: Connection, table: str, column: str, values: Iterable[str]) -> dict[str, int]:
-    """Dense ids for pubkeys or note keys, creating the missing ones."""
+# ------------------------------------------------------------------------------------ derivation (locked)
+
+def _ingest_locked(pg: psycopg.Connection[Any], stored: _Stored, result: BatchResult) -> None:
+    """Under the ingest lock: contact lists of the new events, then re-derive everything they affect."""
+    lists = [e for e in stored.events if e.kind == 3]
+    if lists:
+        author_ids = _dictionary_ids(pg, "pubkeys", "pubkey", {e.pubkey for e in lists})
+        _copy_rows(pg, "contact_lists", "author_id, created_at, event_id, follows",
+                   ((author_ids[e.pubkey], e.created_at, e.id, _arr(sorted(contact_set(e)))) for e in lists))
+    result.rederived, result.facts_inserted, result.facts_deleted = _rederive(pg, stored)
+
+
+def _dictionary_ids(pg: psycopg.Connection[Any], table: str, column: str, values: Iterable[str]) -> dict[str, int]:
+    """Dense ids for pubkeys or note keys, creating the missing ones (only ever under the ingest lock)."""
     keys = sorted(set(values))
     if not keys:
         return {}
-    params = {"k": _arr(keys)}
-    conn.execute(text(f"INSERT INTO {table} ({column}) SELECT unnest(CAST(:k AS text[])) ON CONFLICT DO NOTHING"),
-                 params)
-    rows = conn.execute(text(f"SELECT {column}, id FROM {table} WHERE {column} = ANY({_ids('k')})"), params).all()
-    return {r[0]: r[1] for r in rows}
-
-
-def _pubkey_ids(conn: Connection, pubkeys: Iterable[str]) -> dict[str, int]:
-    return _dictionary_ids(conn, "pubkeys", "pubkey", pubkeys)
-
-
-def _note_ids(conn: Connection, notes: Iterable[str]) -> dict[str, int]:
-    return _dictionary_ids(conn, "notes", "note_key", notes)
+    k = _arr(keys)
+    with pg.pipeline():
+        pg.execute(f"INSERT INTO {table} ({column}) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING", (k,))
+        cur = pg.execute(f"SELECT {column}, id FROM {table} WHERE {column} = ANY(%s::text[])", (k,))
+    return {r[0]: r[1] for r in cur}
 
 
 class _DbLookup:
@@ -295,6 +414,7 @@ class _DbLookup:
     def __init__(self, refs: dict[str, StoredRef], stones: dict[str, list[tuple[str, int]]],
                  zaps: dict[str, ZapRow]) -> None:
         self.refs, self.stones, self.zaps = refs, stones, zaps
+        self.deleted: dict[str, bool] = {}
 
     def ref(self, event_id: str) -> StoredRef | None:
         return self.refs.get(event_id)
@@ -303,7 +423,10 @@ class _DbLookup:
         return self.zaps.get(event_id)
 
     def is_deleted(self, event: Event) -> bool:
-        return is_deleted(event, self.stones)
+        got = self.deleted.get(event.id)
+        if got is None:
+            got = self.deleted[event.id] = is_deleted(event, self.stones)
+        return got
 
 
 def is_deleted(event: Event, stones: dict[str, list[tuple[str, int]]]) -> bool:
@@ -318,98 +441,100 @@ def is_deleted(event: Event, stones: dict[str, list[tuple[str, int]]]) -> bool:
     )
 
 
-def _load_events(conn: Connection, ids: Iterable[str]) -> list[Event]:
-    rows = conn.execute(
-        text("SELECT id, pubkey, created_at, kind, tags, content, sig FROM events WHERE id = ANY(" + _ids("ids") + ") ORDER BY id"),
-        {"ids": _arr(sorted(set(ids)))},
-    )
-    return [Event(r[0], r[1], r[2], r[3], tuple(tuple(t) for t in r[4]), r[5], r[6]) for r in rows]
+def _affected(pg: psycopg.Connection[Any], stored: _Stored) -> tuple[list[Event], set[str]]:
+    """Stored events (other than the new ones) to re-derive, and authors whose follow history to rebuild.
 
-
-def _affected(conn: Connection, fresh: list[Event]) -> tuple[set[str], set[str]]:
-    """Event ids to re-derive, and authors whose follow history to rebuild."""
-    ids = {e.id for e in fresh if e.kind not in (0, 3, 5)}
+    The referrers of the new events, the targets of new deletions and the other receipts of new
+    receipts' payment hashes. Kind 3 targets are loaded without tags (their author is rebuilt).
+    """
+    fresh = stored.events
     authors = {e.pubkey for e in fresh if e.kind == 3}
-    new_ids = [e.id for e in fresh]
-    ids |= {r[0] for r in conn.execute(text("SELECT event_id FROM event_refs WHERE ref = ANY(" + _ids("ids") + ")"), {"ids": _arr(new_ids)})}
-    deletions = [e for e in fresh if e.kind == 5]
-    if deletions:
-        pairs = [(ref, d.pubkey) for d in deletions for ref in {*deletion_targets(d)[0], *deletion_targets(d)[1]}]
-        rows = conn.execute(
-            text("SELECT e.id, e.kind, e.pubkey FROM events e JOIN unnest(CAST(:refs AS text[]), CAST(:who AS text[])) "
-                 "AS d(ref, deleter) ON (e.id = d.ref OR e.address = d.ref) AND e.pubkey = d.deleter"),
-            {"refs": [p[0] for p in pairs], "who": [p[1] for p in pairs]},
-        )
-        for eid, kind, pubkey in rows:
-            if kind == 3:
-                authors.add(pubkey)
-            elif kind != 5:
-                ids.add(eid)
-    hashes = [r[0] for r in conn.execute(
-        text("SELECT payment_hash FROM zap_receipts WHERE event_id = ANY(" + _ids("ids") + ")"),
-        {"ids": _arr(e.id for e in fresh if e.kind == 9735)})]
-    if hashes:
-        ids |= {r[0] for r in conn.execute(
-            text("SELECT event_id FROM zap_receipts WHERE payment_hash = ANY(" + _ids("h") + ")"), {"h": _arr(hashes)})}
-    return ids, authors
+    pairs = sorted({(ref, d.pubkey) for d in fresh if d.kind == 5 for ref in (*deletion_targets(d)[0],
+                                                                            *deletion_targets(d)[1])})
+    rows = pg.execute(
+        "WITH fresh(id) AS (SELECT unnest(%(fresh)s::text[])), "
+        "d(ref, deleter) AS (SELECT * FROM unnest(%(refs)s::text[], %(who)s::text[])), "
+        "a(id) AS (SELECT event_id FROM event_refs WHERE ref IN (SELECT id FROM fresh) "
+        "  UNION SELECT event_id FROM zap_receipts WHERE payment_hash = ANY(%(hashes)s::text[]) "
+        "  UNION SELECT e.id FROM events e JOIN d ON e.id = d.ref AND e.pubkey = d.deleter "
+        "  UNION SELECT e.id FROM events e JOIN d ON e.address = d.ref AND e.pubkey = d.deleter) "
+        "SELECT e.id, e.pubkey, e.created_at, e.kind, CASE WHEN e.kind IN (3, 5) THEN NULL ELSE e.tags END, "
+        "CASE WHEN e.kind IN (3, 5) THEN '' ELSE e.content END, e.sig "
+        "FROM events e WHERE e.id IN (SELECT id FROM a EXCEPT SELECT id FROM fresh) ORDER BY e.id",
+        {"fresh": _arr(e.id for e in fresh), "refs": _arr(p[0] for p in pairs), "who": _arr(p[1] for p in pairs),
+         "hashes": _arr(sorted(set(stored.hashes.values())))},
+    ).fetchall()
+    others: list[Event] = []
+    for eid, pubkey, created_at, kind, tags, content, sig in rows:
+        if kind == 3:
+            authors.add(pubkey)
+        elif kind != 5:
+            others.append(Event(eid, pubkey, created_at, kind, tuple(tuple(t) for t in tags), content, sig))
+    return others, authors
 
 
-def _load_context(conn: Connection, events: list[Event]) -> _DbLookup:
-    wanted: set[str] = set()
-    for e in events:
-        for t in e.tags:
-            if len(t) >= 2 and t[0] in ("e", "q") and len(t[1]) == 64:
-                wanted.add(t[1])
-    refs = {
-        r[0]: StoredRef(r[1], r[2], r[3])
-        for r in conn.execute(text("SELECT id, pubkey, kind, address FROM events WHERE id = ANY(" + _ids("ids") + ")"),
-                              {"ids": _arr(sorted(wanted))})
-    }
-    stones = _load_stones(conn, events)
-    zap_ids = [e.id for e in events if e.kind == 9735]
-    zaps: dict[str, ZapRow] = {}
-    if zap_ids:
-        rows = conn.execute(
-            text("SELECT z.event_id, z.recipient, z.sender, z.msats, z.anon, z.note_key, "
-                 "z.event_id = (SELECT y.event_id FROM zap_receipts y WHERE y.payment_hash = z.payment_hash "
-                 "ORDER BY y.created_at, y.event_id LIMIT 1) FROM zap_receipts z WHERE z.event_id = ANY(" + _ids("ids") + ")"),
-            {"ids": _arr(zap_ids)},
-        )
-        zaps = {r[0]: ZapRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows}
-    return _DbLookup(refs, stones, zaps)
-
-
-def _load_stones(conn: Connection, events: Iterable[Event]) -> dict[str, list[tuple[str, int]]]:
+def _stone_keys(events: Iterable[Event]) -> set[str]:
     keys: set[str] = set()
     for e in events:
         keys.add(e.id)
         addr = address_of(e)
         if addr:
             keys.add(addr)
+    return keys
+
+
+def _load_context(pg: psycopg.Connection[Any], events: list[Event], fresh: list[Event],
+                  authors: set[str]) -> tuple[_DbLookup, list[tuple[str, str, int, list[str]]]]:
+    """The mapper's lookup for `events`, and every contact list of `authors` (stones of both included)."""
+    known = {e.id: e for e in fresh}
+    refs: dict[str, StoredRef] = {}
+    wanted: set[str] = set()
+    for e in events:
+        for t in e.tags:
+            if len(t) >= 2 and t[0] in ("e", "q") and len(t[1]) == 64:
+                hit = known.get(t[1])
+                if hit is not None:
+                    refs[hit.id] = StoredRef(hit.pubkey, hit.kind, address_of(hit))
+                else:
+                    wanted.add(t[1])
+    keys = _stone_keys(events) | {f"3:{a}:" for a in authors}
+    zap_ids = [e.id for e in events if e.kind == 9735]
+    a = _arr(sorted(authors))
+    with pg.pipeline():
+        ref_cur = pg.execute("SELECT id, pubkey, kind, address FROM events WHERE id = ANY(%s::text[])",
+                             (_arr(sorted(wanted)),)) if wanted else None
+        stone_cur = pg.execute(
+            "SELECT ref, deleter, created_at FROM tombstones WHERE ref = ANY(%s::text[]) UNION ALL "
+            "SELECT t.ref, t.deleter, t.created_at FROM tombstones t JOIN contact_lists c ON t.ref = c.event_id "
+            "JOIN pubkeys p ON p.id = c.author_id WHERE p.pubkey = ANY(%s::text[])",
+            (_arr(sorted(keys)), a))
+        zap_cur = pg.execute(
+            "SELECT z.event_id, z.recipient, z.sender, z.msats, z.anon, z.note_key, "
+            "z.event_id = (SELECT y.event_id FROM zap_receipts y WHERE y.payment_hash = z.payment_hash "
+            "ORDER BY y.created_at, y.event_id LIMIT 1) FROM zap_receipts z WHERE z.event_id = ANY(%s::text[])",
+            (_arr(zap_ids),)) if zap_ids else None
+        list_cur = pg.execute(
+            "SELECT p.pubkey, c.event_id, c.created_at, c.follows FROM contact_lists c "
+            "JOIN pubkeys p ON p.id = c.author_id WHERE p.pubkey = ANY(%s::text[])", (a,)) if authors else None
+    if ref_cur is not None:
+        for r in ref_cur:
+            refs[r[0]] = StoredRef(r[1], r[2], r[3])
     stones: dict[str, list[tuple[str, int]]] = {}
-    for ref, deleter, at in conn.execute(
-        text("SELECT ref, deleter, created_at FROM tombstones WHERE ref = ANY(" + _ids("k") + ")"), {"k": _arr(sorted(keys))}
-    ):
+    for ref, deleter, at in stone_cur:
         stones.setdefault(ref, []).append((deleter, at))
-    return stones
+    zaps = {r[0]: ZapRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in zap_cur} if zap_cur is not None else {}
+    lists = [(r[0], r[1], r[2], r[3]) for r in list_cur] if list_cur is not None else []
+    return _DbLookup(refs, stones, zaps), lists
 
 
-def _follow_facts(conn: Connection, authors: set[str]) -> tuple[dict[str, list[FactSpec]], set[str]]:
+def _follow_facts(lists: list[tuple[str, str, int, list[str]]],
+                  stones: dict[str, list[tuple[str, int]]]) -> tuple[dict[str, list[FactSpec]], set[str]]:
     """Facts of every list of each author, and the ids of all those lists (deleted ones included)."""
-    if not authors:
-        return {}, set()
-    rows = conn.execute(
-        text("SELECT p.pubkey, c.event_id, c.created_at, c.follows FROM contact_lists c "
-             "JOIN pubkeys p ON p.id = c.author_id WHERE p.pubkey = ANY(" + _ids("a") + ")"),
-        {"a": _arr(sorted(authors))},
-    ).all()
-    lists = [Event(r[1], r[0], r[2], 3, (), "", "") for r in rows]
-    stones = _load_stones(conn, lists)
     by_author: dict[str, list[ListVersion]] = {}
     all_ids: set[str] = set()
-    for (author, eid, created_at, follows), ev in zip(rows, lists, strict=True):
+    for author, eid, created_at, follows in lists:
         all_ids.add(eid)
-        if not is_deleted(ev, stones):
+        if not is_deleted(Event(eid, author, created_at, 3, (), "", ""), stones):
             by_author.setdefault(author, []).append(ListVersion(eid, created_at, frozenset(follows)))
     out: dict[str, list[FactSpec]] = {}
     for author, versions in by_author.items():
@@ -417,28 +542,36 @@ def _follow_facts(conn: Connection, authors: set[str]) -> tuple[dict[str, list[F
     return out, all_ids
 
 
-def _rederive(conn: Connection, fresh: list[Event]) -> tuple[int, int, int]:
-    ids, authors = _affected(conn, fresh)
-    events = _load_events(conn, ids)
-    lookup = _load_context(conn, events)
+def _rederive(pg: psycopg.Connection[Any], stored: _Stored) -> tuple[int, int, int]:
+    others, authors = _affected(pg, stored)
+    events = [e for e in stored.events if e.kind not in (0, 3, 5)] + others
+    lookup, lists = _load_context(pg, events, stored.events, authors)
     wanted: dict[str, list[FactSpec]] = {e.id: derive_event_facts(e, lookup) for e in events}
-    follows, list_ids = _follow_facts(conn, authors)
+    follows, list_ids = _follow_facts(lists, lookup.stones)
     wanted.update(follows)
     sources = set(wanted) | list_ids
     deleted_notes = [e for e in events if lookup.is_deleted(e) and e.kind in (1, 1111, 30023)]
-    if deleted_notes:
-        keys = [address_of(e) or e.id for e in deleted_notes]
-        conn.execute(text("UPDATE events SET deleted = true WHERE id = ANY(" + _ids("ids") + ")"), {"ids": _arr(e.id for e in deleted_notes)})
-        note_ids = _note_ids(conn, keys)
-        conn.execute(text("UPDATE notes SET deleted = true WHERE id = ANY(CAST(:ids AS int[]))"), {"ids": list(note_ids.values())})
-    inserted, removed = _write_fact_diff(conn, sources, wanted)
+    fresh_ids = {e.id for e in stored.events}
+    inserted, removed = _write_fact_diff(pg, sources - fresh_ids, wanted, deleted_notes)
     return len(sources), inserted, removed
 
 
-def _write_fact_diff(conn: Connection, sources: set[str], wanted: dict[str, list[FactSpec]]) -> tuple[int, int]:
+def _write_fact_diff(pg: psycopg.Connection[Any], stored_sources: set[str], wanted: dict[str, list[FactSpec]],
+                     deleted_notes: list[Event]) -> tuple[int, int]:
+    """Replace the facts of the re-derived sources by `wanted` (sources first stored now have none yet)."""
     specs = [s for facts in wanted.values() for s in facts]
-    pk = _pubkey_ids(conn, {s.target for s in specs} | {s.actor for s in specs})
-    nk = _note_ids(conn, {s.note for s in specs if s.note})
+    deleted_keys = [address_of(e) or e.id for e in deleted_notes]
+    pk_keys = _arr(sorted({s.target for s in specs} | {s.actor for s in specs}))
+    nk_keys = _arr(sorted({s.note for s in specs if s.note} | set(deleted_keys)))
+    with pg.pipeline():
+        pg.execute("INSERT INTO pubkeys (pubkey) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING", (pk_keys,))
+        pk_cur = pg.execute("SELECT pubkey, id FROM pubkeys WHERE pubkey = ANY(%s::text[])", (pk_keys,))
+        pg.execute("INSERT INTO notes (note_key) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING", (nk_keys,))
+        nk_cur = pg.execute("SELECT note_key, id FROM notes WHERE note_key = ANY(%s::text[])", (nk_keys,))
+        old_cur = pg.execute(f"SELECT {FACT_FIELDS} FROM facts WHERE source_event_id = ANY(%s::text[])",
+                             (_arr(sorted(stored_sources)),)) if stored_sources else None
+    pk: dict[str, int] = dict(pk_cur.fetchall())
+    nk: dict[str, int] = dict(nk_cur.fetchall())
     new: dict[FactKey, FactRow] = {}
     for source, facts in wanted.items():
         for s in facts:
@@ -446,28 +579,33 @@ def _write_fact_diff(conn: Connection, sources: set[str], wanted: dict[str, list
                    nk[s.note] if s.note else None, s.msats, s.sub)
             new[(row[0], source, row[2])] = row
     old: dict[FactKey, FactRow] = {}
-    for r in conn.execute(
-        text(f"SELECT {FACT_FIELDS} FROM facts WHERE source_event_id = ANY({_ids('s')})"),
-        {"s": _arr(sorted(sources))},
-    ).all():
-        row = tuple(r)
-        old[(row[0], row[1], row[2])] = row  # type: ignore[assignment]
+    if old_cur is not None:
+        for r in old_cur:
+            old[(r[0], r[1], r[2])] = tuple(r)  # type: ignore[assignment]
     gone = [row for key, row in old.items() if new.get(key) != row]
     added = [row for key, row in new.items() if old.get(key) != row]
-    if gone:
-        conn.execute(
-            text("DELETE FROM facts f USING (SELECT (x->>0)::int AS t, x->>1 AS s, (x->>2)::smallint AS f "
-                 "FROM jsonb_array_elements(CAST(:rows AS jsonb)) x) d "
-                 "WHERE f.target_id = d.t AND f.source_event_id = d.s AND f.fact_type = d.f"),
-            {"rows": _j([g[0], g[1], g[2]] for g in gone)},
-        )
+    buckets = sorted({(row[0], row[3] - row[3] % 60) for row in gone + added})
+    with pg.pipeline():
+        if deleted_notes:
+            pg.execute("UPDATE events SET deleted = true WHERE id = ANY(%s::text[])",
+                       (_arr(sorted(e.id for e in deleted_notes)),))
+            pg.execute("UPDATE notes SET deleted = true WHERE id = ANY(%s::int[])",
+                       (_iarr(sorted({nk[k] for k in deleted_keys})),))
+        if gone:
+            pg.execute("DELETE FROM facts f USING unnest(%s::int[], %s::text[], %s::smallint[]) AS d(t, s, f) "
+                       "WHERE f.target_id = d.t AND f.source_event_id = d.s AND f.fact_type = d.f",
+                       (_iarr(g[0] for g in gone), _arr(g[1] for g in gone), _iarr(g[2] for g in gone)))
+        if buckets:
+            pg.execute("INSERT INTO dirty_buckets (target_id, tier, bucket_start, gen, marked_at) "
+                       "SELECT t, 1, b, 1, %s FROM unnest(%s::int[], %s::bigint[]) AS x(t, b) ORDER BY t, b "
+                       "ON CONFLICT (target_id, tier, bucket_start) DO UPDATE SET gen = dirty_buckets.gen + 1, "
+                       "marked_at = EXCLUDED.marked_at",
+                       (int(time.time()), _iarr(b[0] for b in buckets), _iarr(b[1] for b in buckets)))
     if added:
-        conn.execute(
-            text(f"INSERT INTO facts ({FACT_FIELDS}) SELECT {FACT_FIELDS} FROM "
-                 "json_populate_recordset(NULL::facts, CAST(:rows AS json))"),
-            {"rows": _j(dict(zip(FACT_NAMES, row, strict=True)) for row in added)},
-        )
-    mark_dirty(conn, {(row[0], row[3] - row[3] % 60) for row in gone + added})
+        null = "\\N"
+        with pg.cursor().copy(f"COPY facts ({FACT_FIELDS}) FROM STDIN") as copy:
+            copy.write("".join(f"{r[0]}\t{r[1]}\t{r[2]}\t{r[3]}\t{r[4]}\t{r[5]}\t{null if r[6] is None else r[6]}\t"
+                               f"{r[7]}\t{r[8]}\n" for r in added))
     return len(added), len(gone)
 
 
@@ -485,11 +623,12 @@ def mark_dirty(conn: Connection, buckets: set[tuple[int, int]]) -> None:
     )
 
 
-def _bump_counters(conn: Connection, result: BatchResult, now: int) -> None:
-    conn.execute(
-        text("INSERT INTO ingest_state (name, value) VALUES ('admitted', :a), ('duplicates', :d), ('rejected', :r), "
-             "('last_commit_at', :now), ('commits', 1) ON CONFLICT (name) DO UPDATE SET value = CASE WHEN ingest_state.name = "
-             "'last_commit_at' THEN GREATEST(ingest_state.value, EXCLUDED.value) "
-             "ELSE ingest_state.value + EXCLUDED.value END"),
+def _bump_counters(pg: psycopg.Connection[Any], result: BatchResult, now: int) -> None:
+    """The last statement of every batch (rows in a fixed order: batches never deadlock on them)."""
+    pg.execute(
+        "INSERT INTO ingest_state (name, value) VALUES ('admitted', %(a)s), ('duplicates', %(d)s), ('rejected', %(r)s), "
+        "('last_commit_at', %(now)s), ('commits', 1) ON CONFLICT (name) DO UPDATE SET value = CASE WHEN ingest_state.name = "
+        "'last_commit_at' THEN GREATEST(ingest_state.value, EXCLUDED.value) "
+        "ELSE ingest_state.value + EXCLUDED.value END",
         {"a": result.count("admitted"), "d": result.count("duplicate"), "r": result.count("rejected"), "now": now},
     )
