@@ -6,7 +6,7 @@ import re
 import time
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event
 
 from libs.bench.stats import summarize_ms
 from libs.db.engine import make_engine
@@ -43,6 +43,16 @@ def summary_breakdown(url: str, target_id: int, start: int, end: int, legacy: bo
     def _after(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
         spans.append((_shape(statement), time.perf_counter() - conn.info.pop("bench_t0", time.perf_counter())))
 
+    binary_rows = q.binary_rows
+
+    def _timed(conn: Any, sql: str, params: dict[str, Any]) -> Any:  # binary reads bypass SQLAlchemy's events
+        began = time.perf_counter()
+        try:
+            return binary_rows(conn, sql, params)
+        finally:
+            spans.append((_shape(sql), time.perf_counter() - began))
+
+    q.binary_rows = _timed  # type: ignore[assignment]
     walls: list[float] = []
     try:
         for i in range(reps + 1):
@@ -55,6 +65,7 @@ def summary_breakdown(url: str, target_id: int, start: int, end: int, legacy: bo
                 continue
             walls.append(time.perf_counter() - began)
     finally:
+        q.binary_rows = binary_rows  # type: ignore[assignment]
         engine.dispose()
     per: dict[str, list[float]] = {}
     for label, seconds in spans:
@@ -81,7 +92,7 @@ def explain_raw_scan(url: str, target_id: int, start: int, end: int) -> dict[str
             lay = q.plan_buckets(conn, target_id, [(start, end)], True, q.Execution())
             sql = q._raw_sql(lay, 0)  # the statement exactly as the legacy path builds it, sets included
             params: dict[str, Any] = {"t": target_id, "bounds": "{" + ",".join(map(str, lay.bounds)) + "}"}
-            rows = conn.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + sql), params).all()
+            rows = conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + sql, params).all()
     finally:
         engine.dispose()
     lines = [str(r[0]) for r in rows]

@@ -1,11 +1,11 @@
-"""In-process servers for the bench: the real gRPC query server and the gateway (uvicorn), each on its own loop."""
+"""Servers for the bench: the real gRPC query server and the gateway (uvicorn), each in its own process."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import socket
-import threading
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -17,7 +17,7 @@ SECRET = "canal-bench-secret-0123456789abcdef-0123456789"
 
 
 def bench_settings(url: str, **overrides: Any) -> Settings:
-    """Settings for in-process services: this database, answer cache off, no Redis, no metrics ports."""
+    """Settings for the bench's services: this database, answer cache off, no Redis, no metrics ports."""
     base: dict[str, Any] = {"database_url": url, "redis_url": None, "cache_ttl_s": 0, "canal_secret": SECRET,
                             "metrics_port_base": 0,
                             "demo": False, "relays": "", "track": "", "log_level": "WARNING"}
@@ -25,86 +25,30 @@ def bench_settings(url: str, **overrides: Any) -> Settings:
     return Settings(**base)
 
 
-class QueryServer:
-    """services.query.server.create_server on 127.0.0.1 (a real port), served from a background event loop."""
+class _ServerProcess:
+    """A service started as `python -m libs.bench.servers KIND ...` on a free 127.0.0.1 port, in its own process
+    (as deployed): in the bench's process it would share the GIL with the client, which adds milliseconds of
+    thread-switching latency that a deployment never sees."""
 
-    def __init__(self, url: str, pool_size: int = 4) -> None:
-        from services.query.server import create_server
-
-        self.engine = make_engine(url, pool_size=pool_size)
-        self.settings = bench_settings(url)
-        self.loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self.port = 0
-        self._server: grpc.aio.Server | None = None
-        self._error: BaseException | None = None
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-            try:
-                server, port = create_server("127.0.0.1:0", self.engine, self.settings)
-                self.loop.run_until_complete(server.start())
-                self._server, self.port = server, port
-            except BaseException as exc:  # reported to the starting thread
-                self._error = exc
-                self._ready.set()
-                return
-            self._ready.set()
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=run, name="bench-query-server", daemon=True)
-        self.thread.start()
-        self._ready.wait(30)
-        if self._error is not None:
-            raise RuntimeError(f"the query server did not start: {self._error}") from self._error
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(self._server.stop(0), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.engine.dispose()
-
-
-class GatewayServer:
-    """services.gateway.app.create_app under uvicorn on 127.0.0.1, in its own process (as deployed).
-
-    In the bench's process the gateway would share the GIL with the query server and the client,
-    which adds tens of milliseconds of switching latency that a deployment never sees.
-    """
-
-    def __init__(self, url: str, query_address: str) -> None:
+    def __init__(self, kind: str, args: list[str], ready: Callable[[int], bool]) -> None:
         import subprocess
         import sys
         import time
 
-        import httpx
-
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = int(sock.getsockname()[1])
-        self.proc = subprocess.Popen([sys.executable, "-m", "libs.bench.servers", url, query_address, str(self.port)])
+        self.proc = subprocess.Popen([sys.executable, "-m", "libs.bench.servers", kind, *args, str(self.port)])
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the gateway process exited with {self.proc.returncode}")
-            try:
-                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
+                raise RuntimeError(f"the {kind} process exited with {self.proc.returncode}")
+            with contextlib.suppress(Exception):
+                if ready(self.port):
                     return
-            except httpx.HTTPError:
-                pass
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError("the gateway did not start within 30 s")
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        raise RuntimeError(f"the {kind} server did not start within 30 s")
 
     def stop(self) -> None:
         import subprocess
@@ -116,6 +60,52 @@ class GatewayServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+
+def _grpc_serving(port: int) -> bool:
+    from libs.rpc import check_health
+
+    return bool(check_health(f"127.0.0.1:{port}", timeout=1.0))
+
+
+def _http_serving(port: int) -> bool:
+    import httpx
+
+    return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+
+
+class QueryServer(_ServerProcess):
+    """services.query.server.create_server (QueryService + JobsService) on 127.0.0.1, in its own process."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__("query", [url], _grpc_serving)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+class GatewayServer(_ServerProcess):
+    """services.gateway.app.create_app under uvicorn on 127.0.0.1, in its own process."""
+
+    def __init__(self, url: str, query_address: str) -> None:
+        super().__init__("gateway", [url, query_address], _http_serving)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def _serve_query(url: str, port: int) -> None:
+    from services.query.server import create_server
+
+    async def main() -> None:
+        engine = make_engine(url, pool_size=4)
+        server, _ = create_server(f"127.0.0.1:{port}", engine, bench_settings(url))
+        await server.start()
+        await server.wait_for_termination()
+
+    asyncio.run(main())
 
 
 def _serve_gateway(url: str, query_address: str, port: int) -> None:
@@ -131,4 +121,7 @@ def _serve_gateway(url: str, query_address: str, port: int) -> None:
 if __name__ == "__main__":
     import sys
 
-    _serve_gateway(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    if sys.argv[1] == "query":
+        _serve_query(sys.argv[2], int(sys.argv[3]))
+    else:
+        _serve_gateway(sys.argv[2], sys.argv[3], int(sys.argv[4]))

@@ -13,8 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import psycopg
+from opentelemetry import trace
 from pyroaring import BitMap
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError
 
 from libs.metrics import (
     ENGAGEMENT_COLUMNS,
@@ -32,6 +35,7 @@ from services.query.planning.plan import TIERS, Plan, plan_window
 from services.query.planning.timeseries import time_buckets
 
 SET_COLUMNS = tuple(FACT_SETS)
+tracer = trace.get_tracer(__name__)
 ALL_TIERS_COMPLETE = dict.fromkeys(TIERS, context.FAR_FUTURE)
 
 
@@ -54,6 +58,8 @@ class Execution:
     raw_facts: int = 0
     missing: list[tuple[int, int]] = field(default_factory=list)
     raw_ranges: list[tuple[int, int]] = field(default_factory=list)
+    #: Planner inputs already read with the request's snapshot (None: read them here).
+    inputs: context.Snapshot | None = None
 
     @property
     def partial_reasons(self) -> list[str]:
@@ -98,11 +104,17 @@ def plan_buckets(conn: Connection, target: int, buckets: Sequence[tuple[int, int
     if prefix:
         buckets = [(0, buckets[0][0]), *buckets]
         layout.bounds.insert(0, 0)
-    horizons = context.horizons(conn)
+    inputs = execution.inputs
+    horizons = inputs.horizons if inputs is not None else context.horizons(conn)
     raw: list[tuple[int, ...]] = []
     window_raw: list[tuple[int, ...]] = []
     segments: list[tuple[int, ...]] = []
-    dirty = {} if legacy else context.dirty_sets(conn, target, buckets[0][0], buckets[-1][1])
+    if legacy:
+        dirty: dict[str, set[int]] = {}
+    elif inputs is not None:
+        dirty = inputs.dirty  # every dirty bucket of the target before the window's end
+    else:
+        dirty = context.dirty_sets(conn, target, buckets[0][0], buckets[-1][1])
     for i, (s, e) in enumerate(buckets):
         if s >= e:
             continue
@@ -140,7 +152,10 @@ def _raw_filter(layout: Layout) -> str:
 def _bucket_index(layout: Layout, column: str) -> str:
     if len(layout.bounds) == 1:
         return "0"
-    return f"width_bucket({column}, CAST(:bounds AS bigint[])) - 1"
+    return f"width_bucket({column}, CAST(%(bounds)s AS bigint[])) - 1"
+
+
+_NULL_SETS = {"bytea": ", NULL::bytea[]" * len(SET_COLUMNS), "ids": ", NULL::bigint[]" * len(SET_COLUMNS)}
 
 
 def _agg_sql(layout: Layout, sets_from: int | None) -> str:
@@ -148,17 +163,19 @@ def _agg_sql(layout: Layout, sets_from: int | None) -> str:
     cols = ", ".join(f"sum(g.{c})::bigint" for c in FACT_COLUMNS)
     only = "" if not sets_from else f" AND g.bucket_start >= {sets_from}"
     sets = ("".join(f", array_agg(g.{c}) FILTER (WHERE g.{c} IS NOT NULL{only})" for c in SET_COLUMNS)
-            if sets_from is not None else "")
-    return (f"SELECT {_bucket_index(layout, 'g.bucket_start')} AS i, {cols}{sets} FROM aggregates g "
-            f"WHERE g.target_id = :t AND ({_segment_filter(layout)}) GROUP BY 1")
+            + _NULL_SETS["ids"] if sets_from is not None else "")
+    return (f"SELECT 0 AS src, {_bucket_index(layout, 'g.bucket_start')} AS i, {cols}{sets} FROM aggregates g "
+            f"WHERE g.target_id = %(t)s AND ({_segment_filter(layout)}) GROUP BY 2")
 
 
 def _raw_sql(layout: Layout, sets_from: int | None) -> str:
+    """Columns (and id arrays at or after `sets_from`) per bucket straight from facts."""
     cols = ", ".join(f"({sql})::bigint" for sql in FACT_COLUMNS.values())
     only = f"f.created_at >= {sets_from}" if sets_from else ""
-    sets = "".join(f", {sql}" for sql in fact_sets_sql(only).values()) if sets_from is not None else ""
-    return (f"SELECT {_bucket_index(layout, 'f.created_at')} AS i, {cols}{sets} FROM facts f "
-            f"WHERE f.target_id = :t AND ({_raw_filter(layout)}) GROUP BY 1")
+    sets = (_NULL_SETS["bytea"] + "".join(f", ({sql})::bigint[]" for sql in fact_sets_sql(only).values())
+            if sets_from is not None else "")
+    return (f"SELECT 1 AS src, {_bucket_index(layout, 'f.created_at')} AS i, {cols}{sets} FROM facts f "
+            f"WHERE f.target_id = %(t)s AND ({_raw_filter(layout)}) GROUP BY 2")
 
 
 def compute_buckets(conn: Connection, target: int | None, buckets: Sequence[tuple[int, int]], legacy: bool,
@@ -166,7 +183,8 @@ def compute_buckets(conn: Connection, target: int | None, buckets: Sequence[tupl
     """Columns and distinct sets for each [start, end) bucket of one target.
 
     With `prefix`, the result has one more Part first: the columns (no sets) of everything
-    before the first bucket, `[0, first start)`, read in the same statements.
+    before the first bucket, `[0, first start)`, read in the same statement. Aggregate rows
+    and raw facts are read by one statement (`UNION ALL`): one round trip per request.
     """
     parts = [Part() for _ in range(len(buckets) + int(prefix))]
     if target is None or not buckets:
@@ -174,26 +192,45 @@ def compute_buckets(conn: Connection, target: int | None, buckets: Sequence[tupl
     layout = plan_buckets(conn, target, buckets, legacy, execution, prefix)
     first = int(prefix)  # index of the first window bucket; the prefix (if any) has no sets and no plan
     sets_from = (buckets[0][0] if prefix else 0) if with_sets else None
-    ncols = len(FACT_COLUMNS)
+    ncols, nsets = len(FACT_COLUMNS), len(SET_COLUMNS)
     names = list(FACT_COLUMNS)
+    selects = ([_agg_sql(layout, sets_from)] if layout.segments else []) + (
+        [_raw_sql(layout, sets_from)] if layout.raw else [])
+    if not selects:
+        return parts
     params = {"t": target, "bounds": "{" + ",".join(map(str, layout.bounds)) + "}"}
-    if layout.segments:
-        for row in conn.execute(text(_agg_sql(layout, sets_from)), params):
-            part = parts[row[0]]
-            _add_cols(part, names, row[1 : 1 + ncols])
-            for k, blobs in zip(SET_COLUMNS, row[1 + ncols :], strict=False):
-                if blobs:
-                    part.sets[k] = BitMap.union(part.sets[k], *(BitMap.deserialize(bytes(b)) for b in blobs))
-    if layout.raw:
-        for row in conn.execute(text(_raw_sql(layout, sets_from)), params):
-            part = parts[row[0]]
-            _add_cols(part, names, row[1 : 1 + ncols])
-            if row[0] >= first:
-                execution.raw_facts += int(row[1])
-            for k, ids in zip(SET_COLUMNS, row[1 + ncols :], strict=False):
-                if ids:
-                    part.sets[k] |= BitMap(i for i in ids if i is not None)
+    for row in binary_rows(conn, " UNION ALL ".join(f"({sql})" for sql in selects), params):
+        src, part = row[0], parts[row[1]]
+        _add_cols(part, names, row[2 : 2 + ncols])
+        if src == 1 and row[1] >= first:
+            execution.raw_facts += int(row[2])
+        bitmaps, ids = row[2 + ncols : 2 + ncols + nsets], row[2 + ncols + nsets :]
+        for k, blobs in zip(SET_COLUMNS, bitmaps, strict=False):
+            if blobs:
+                part.sets[k] = BitMap.union(part.sets[k], *(BitMap.deserialize(bytes(b)) for b in blobs))
+        for k, members in zip(SET_COLUMNS, ids, strict=False):
+            if members:
+                part.sets[k] |= BitMap(i for i in members if i is not None)
     return parts
+
+
+def binary_rows(conn: Connection, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """Run a read statement (psycopg `%(name)s` placeholders) on `conn`'s transaction with binary results.
+
+    Bitmaps arrive as bytes instead of hex text: for a year window at 5M facts the aggregate
+    statement takes 0.6 ms instead of 4 ms. Errors surface as SQLAlchemy's `DBAPIError`, like
+    every other statement (the deadline handling relies on it); the span stands in for the
+    SQLAlchemy instrumentation this cursor bypasses.
+    """
+    driver = conn.connection.driver_connection
+    with tracer.start_as_current_span("SELECT", kind=trace.SpanKind.CLIENT,
+                                      attributes={"db.system": "postgresql", "db.statement": sql}):
+        try:
+            with driver.cursor(binary=True) as cur:  # type: ignore[union-attr]
+                cur.execute(sql, params)
+                return cur.fetchall()
+        except psycopg.Error as exc:
+            raise DBAPIError.instance(sql, params, exc, psycopg.Error) from exc
 
 
 def _add_cols(part: Part, names: list[str], values: Sequence[object]) -> None:

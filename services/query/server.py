@@ -76,11 +76,12 @@ class QueryService(pb_grpc.QueryServiceServicer):
             pubkey = _pubkey(request.pubkey)
             names = svc.metrics_of(list(request.metrics))
             window = svc.window_of(request.window)
-            target = context.target_id(conn, pubkey)
+            snap = context.snapshot(conn, pubkey, window.end, self.settings.ingest_lag_limit_s)
+            target = snap.target
             self._check_sync(conn, target, window, legacy, request.enforce_sync_limit)
-            execution = q.Execution()
+            execution = q.Execution(inputs=snap)
             values = q.summary(conn, target, window.start, window.end, legacy, execution)
-            answer = svc.Answer(window, legacy, execution, context.freshness(conn, self.settings.ingest_lag_limit_s))
+            answer = svc.Answer(window, legacy, execution, snap.freshness)
             return pb.GetSummaryResponse(
                 pubkey=pubkey, metrics=[types_pb2.MetricValue(name=n, value=values[n]) for n in names],
                 meta=answer.meta())
@@ -103,11 +104,12 @@ class QueryService(pb_grpc.QueryServiceServicer):
         def run(conn: Any) -> pb.GetDrilldownResponse:
             pubkey = _pubkey(request.pubkey)
             window = svc.window_of(request.window)
-            target = context.target_id(conn, pubkey)
+            snap = context.snapshot(conn, pubkey, window.end, self.settings.ingest_lag_limit_s)
+            target = snap.target
             self._check_sync(conn, target, window, legacy, request.enforce_sync_limit)
-            execution = q.Execution()
+            execution = q.Execution(inputs=snap)
             rows, token = self._drilldown(conn, request, pubkey, target, window, legacy, size, execution)
-            answer = svc.Answer(window, legacy, execution, context.freshness(conn, self.settings.ingest_lag_limit_s))
+            answer = svc.Answer(window, legacy, execution, snap.freshness)
             return pb.GetDrilldownResponse(dimension=dim, rows=rows, next_page_token=token, meta=answer.meta())
 
         return await self._call(context_, "GetDrilldown", _guard(run))

@@ -7,10 +7,12 @@ from zoneinfo import ZoneInfo
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import text
 
 from libs.db.engine import make_engine
 from libs.metrics import Tier
 from services.compactor.rollup import compact_tier
+from services.query import context
 from services.query import engine as q
 from tests.services.query.factgen import delete_facts, insert_facts, random_facts, seed_dictionaries
 
@@ -25,8 +27,15 @@ def _compact(engine, rounds: int) -> None:  # type: ignore[no-untyped-def]
             compact_tier(engine, tier, 10_000)
 
 
-def _answers(conn, target: int, start: int, end: int, legacy: bool, tz: str, gran: str) -> dict:  # type: ignore[no-untyped-def]
-    ex = q.Execution()
+def _answers(conn, target: int, start: int, end: int, legacy: bool, tz: str, gran: str,  # type: ignore[no-untyped-def]
+             snapshot: bool = False) -> dict:
+    """Every answer; with `snapshot`, the planner's inputs come from one `context.snapshot` (the server's path)."""
+    inputs = None
+    if snapshot:
+        pubkey = conn.execute(text("SELECT pubkey FROM pubkeys WHERE id = :i"), {"i": target}).scalar_one()
+        inputs = context.snapshot(conn, pubkey, end, 300)
+        assert inputs.target == target
+    ex = q.Execution(inputs=inputs)
     out = {
         "summary": q.summary(conn, target, start, end, legacy, ex),
         "kinds": q.kinds(conn, target, start, end, legacy, ex),
@@ -43,8 +52,6 @@ def _answers(conn, target: int, start: int, end: int, legacy: bool, tz: str, gra
 def test_canonical_equals_legacy_for_random_facts_windows_and_compaction_states(
         db: str, seed: int, rounds: int, late: bool) -> None:
     engine = make_engine(db, pool_size=2)
-    from sqlalchemy import text
-
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE facts, aggregates, note_aggregates, actor_aggregates, dirty_buckets, watermarks"))
     rng = random.Random(seed)
@@ -66,6 +73,7 @@ def test_canonical_equals_legacy_for_random_facts_windows_and_compaction_states(
             canonical = _answers(conn, target, a, b, False, tz, gran)
             legacy = _answers(conn, target, a, b, True, tz, gran)
             assert canonical == legacy, (target, a, b, tz, gran)
+            assert _answers(conn, target, a, b, False, tz, gran, snapshot=True) == legacy, (target, a, b, tz, gran)
     engine.dispose()
 
 
