@@ -34,7 +34,7 @@ class Profile:
     custom_windows: int = 200
     custom_legacy: int = 25
     duckdb_reps: int = 5
-    growth_reps: int = 20
+    growth_reps: int = 60
     ingest_users: int = 900  # demo generator network size (~67 events per user)
     ingest_growth_users: int = 300
     relay_events: int = 20_000

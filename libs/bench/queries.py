@@ -226,10 +226,10 @@ def growth_latency(client: Client, targets: Sequence[tuple[str, int]], end: int,
     out: dict[str, Any] = {"sizes": [n for _, n in targets], "windows": {}}
     for label in ROLLING:
         per: dict[str, Any] = {}
-        for i, (pubkey, n) in enumerate(targets):
-            spec = spec_rolling(label, end)
-            c_times, c_resp, _ = timed(client.request("summary", pubkey, spec, "canonical", deadline=60.0),
-                                       budget.reps(profile.growth_reps, 5), warmup=1, cap_s=profile.rep_cap_s)
+        spec = spec_rolling(label, end)
+        canonical = _round_robin([client.request("summary", pubkey, spec, "canonical", deadline=60.0)
+                                  for pubkey, _ in targets], budget.reps(profile.growth_reps, 5), profile.rep_cap_s)
+        for i, ((pubkey, n), (c_times, c_resp)) in enumerate(zip(targets, canonical, strict=True)):
             known = (largest_legacy or {}).get(label, {}).get("legacy", {}).get("latency_ms")
             if i == len(targets) - 1 and known:
                 legacy_ms = known
@@ -246,6 +246,25 @@ def growth_latency(client: Client, targets: Sequence[tuple[str, int]], end: int,
     flat = [w["p95_largest_over_smallest"] for w in out["windows"].values() if w["p95_largest_over_smallest"]]
     out["worst_p95_ratio"] = max(flat) if flat else None
     return out
+
+
+def _round_robin(calls: Sequence[Callable[[], Any]], reps: int, cap_s: float | None) -> list[tuple[list[float], Any]]:
+    """Time every call `reps` times, interleaved (call 1, 2, ..., 1, 2, ...), so that machine noise lands on
+    every target alike instead of on whichever was measured during a busy moment; one warm-up each."""
+    for call in calls:
+        call()
+    times: list[list[float]] = [[] for _ in calls]
+    first: list[Any] = [None] * len(calls)
+    began = time.perf_counter()
+    for _ in range(reps):
+        if cap_s is not None and len(times[0]) >= 5 and time.perf_counter() - began > cap_s * len(calls):
+            break
+        for i, call in enumerate(calls):
+            t = time.perf_counter()
+            resp = call()
+            times[i].append(time.perf_counter() - t)
+            first[i] = resp if first[i] is None else first[i]
+    return list(zip(times, first, strict=True))
 
 
 # ------------------------------------------------------------------------------------------- gateway
