@@ -14,6 +14,10 @@ from libs.metrics import TIER_SECONDS, Tier
 
 FAR_FUTURE = 2**62
 _ALL_TIERS = ", ".join(str(int(t)) for t in Tier)
+# One primary-key probe per tier (a min over all of a big target's rows would scan them).
+_EARLIEST_ROWS = ", ".join(
+    f"(SELECT min(bucket_start) FROM {table} WHERE target_id = t.id AND tier = {int(tier)})"
+    for table in ("aggregates", "dirty_buckets") for tier in Tier)
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,8 @@ class Snapshot:
     horizons: dict[str, int]
     dirty: dict[str, set[int]]
     freshness: Freshness
+    #: No fact, aggregate row or dirty bucket of the target starts before this (None: it has none at all).
+    earliest: int | None = None
 
 
 def snapshot(conn: Connection, pubkey: str, end: int, lag_limit_s: int, now: int | None = None) -> Snapshot:
@@ -126,15 +132,17 @@ def snapshot(conn: Connection, pubkey: str, end: int, lag_limit_s: int, now: int
             f" WHERE d.target_id = t.id AND d.tier IN ({_ALL_TIERS}) AND d.bucket_start < :end), "
             "(SELECT coalesce(json_agg(json_build_array(r.relay, r.c, r.s) ORDER BY r.relay), '[]') FROM "
             "  (SELECT relay, bool_or(connected) AS c, max(last_seen_at) AS s FROM relay_cursors GROUP BY relay) r), "
-            "(SELECT coalesce(json_agg(json_build_array(tier, watermark)), '[]') FROM watermarks) "
+            "(SELECT coalesce(json_agg(json_build_array(tier, watermark)), '[]') FROM watermarks), "
+            f"least((SELECT min(created_at) FROM facts WHERE target_id = t.id), {_EARLIEST_ROWS}) "
             "FROM (SELECT (SELECT id FROM pubkeys WHERE pubkey = :p) AS id) t"
         ),
         {"p": pubkey, "end": end},
     ).one()
-    target, horizons, dirty, relays, marks = (json.loads(v) if isinstance(v, str) else v for v in row)
+    target, horizons, dirty, relays, marks, earliest = (json.loads(v) if isinstance(v, str) else v for v in row)
     return Snapshot(
         target=None if target is None else int(target),
         horizons={str(t): int(h) for t, h in horizons},
         dirty=_dirty_from(dirty) if target is not None else {t.label: set() for t in Tier},
         freshness=_freshness_from(relays, {Tier(t).label: int(w) for t, w in marks}, lag_limit_s, now),
+        earliest=None if earliest is None else int(earliest),
     )

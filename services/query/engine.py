@@ -189,6 +189,10 @@ def compute_buckets(conn: Connection, target: int | None, buckets: Sequence[tupl
     parts = [Part() for _ in range(len(buckets) + int(prefix))]
     if target is None or not buckets:
         return parts
+    skip = _empty_leading(buckets, legacy, execution)
+    if skip:  # buckets before the target's first data are zero: not planned, not read
+        rest = compute_buckets(conn, target, buckets[skip:], legacy, execution, with_sets, prefix)
+        return rest[: int(prefix)] + parts[int(prefix) : int(prefix) + skip] + rest[int(prefix) :]
     layout = plan_buckets(conn, target, buckets, legacy, execution, prefix)
     first = int(prefix)  # index of the first window bucket; the prefix (if any) has no sets and no plan
     sets_from = (buckets[0][0] if prefix else 0) if with_sets else None
@@ -212,6 +216,23 @@ def compute_buckets(conn: Connection, target: int | None, buckets: Sequence[tupl
             if members:
                 part.sets[k] |= BitMap(i for i in members if i is not None)
     return parts
+
+
+def _empty_leading(buckets: Sequence[tuple[int, int]], legacy: bool, execution: Execution) -> int:
+    """How many leading buckets end before the target's earliest data (canonical path with a snapshot only).
+
+    An `all` window's monthly series starts in 1970; planning those empty months produced a
+    statement of ~1,200 ranges (0.5 s). The legacy path plans everything: it is the reference.
+    """
+    inputs = execution.inputs
+    if legacy or inputs is None:
+        return 0
+    if inputs.earliest is None:
+        return len(buckets)
+    skip = 0
+    while skip < len(buckets) and buckets[skip][1] <= inputs.earliest:
+        skip += 1
+    return skip
 
 
 def binary_rows(conn: Connection, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:

@@ -107,3 +107,31 @@ def test_dirty_minute_is_read_from_raw_facts_until_compacted(db: str) -> None:
         assert ex.tiers["day"] == 0 and ex.raw_facts == 1  # day and hour are unreadable, 1 fact read raw
         assert got == q.summary(conn, target, day0, day0 + 86400, True, q.Execution())
     engine.dispose()
+
+
+def test_all_time_monthly_series_skips_the_empty_decades_before_the_first_fact(db: str) -> None:
+    """`window=all` starts at 0: months from 1970 until the target's first data are zeros, neither planned nor read."""
+    engine = make_engine(db, pool_size=2)
+    seed_dictionaries(engine)
+    rng = random.Random(6)
+    insert_facts(engine, random_facts(rng, 300, T0, SPAN))
+    _compact(engine, 1)
+    insert_facts(engine, [dict(f, source_event_id=f"late{i:060x}") for i, f in
+                          enumerate(random_facts(rng, 10, T0 - 86400, SPAN))])  # dirty, older than every row
+    end = T0 + SPAN + 7200
+    with engine.connect() as conn:
+        for target in (1, 2, 3):
+            pubkey = conn.execute(text("SELECT pubkey FROM pubkeys WHERE id = :i"), {"i": target}).scalar_one()
+            snap = context.snapshot(conn, pubkey, end, 300)
+            assert snap.earliest is not None and snap.earliest <= T0
+            ex = q.Execution(inputs=snap)
+            canonical = q.series(conn, target, 0, end, "month", ZoneInfo("UTC"), False, ex)
+            legacy = q.series(conn, target, 0, end, "month", ZoneInfo("UTC"), True, q.Execution())
+            assert canonical == legacy
+            assert len(canonical) > 600 and canonical[0][2]["zaps.count"] == 0  # every month since 1970, clipped
+            unclipped = q.Execution()  # no snapshot: every month since 1970 planned (same answer)
+            assert q.series(conn, target, 0, end, "month", ZoneInfo("UTC"), False, unclipped) == legacy
+            assert sum(ex.tiers.values()) * 10 < sum(unclipped.tiers.values())
+        nobody = context.snapshot(conn, "ab" * 32, end, 300)
+        assert nobody.target is None and nobody.earliest is None
+    engine.dispose()
