@@ -323,5 +323,5 @@ def gateway_latency(base_url: str, secret: str, pubkey: str, end: int, profile: 
     return {"by_kind": out, "cache_status_seen": sorted(caches), "source_seen": sorted(sources),
             "note": "rolling windows sent as the equivalent custom windows ending at the same pinned `now` (the "
                     "gateway resolves rolling windows against its own clock); `all` as window=all (a custom window "
-                    "may not span 10 years), so it ends at the real clock; no Redis configured, so every answer "
-                    "is computed (meta.cache = bypass)"}
+                    "may not span 10 years), so it ends at the real clock; the answer cache is off (CACHE_TTL_S=0, "
+                    "no Redis), so every answer is computed (meta.cache = bypass)"}

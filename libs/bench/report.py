@@ -230,7 +230,8 @@ def render(results: dict[str, Any]) -> str:
         out += [f"Profiles, bounds and fix suggestions for the missed targets: [{notes}]({notes}).", ""]
     grpc_q = _get(results, "query", "grpc")
     if isinstance(grpc_q, dict):
-        out += ["## Query latency through gRPC (in-process query server, real channel, `now` pinned to the data end)",
+        out += ["## Query latency through gRPC (query server in its own process, real channel, `now` pinned to the "
+                "data end)",
                 ""]
         if _get(results, "query", "now_note"):
             out += [f"{_get(results, 'query', 'now_note')}: `now` = {_get(results, 'query', 'now')}.", ""]
