@@ -21,10 +21,9 @@ from libs.db.engine import make_engine
 BATCH = 1000  # `canal import`'s default batch
 PROFILE_FUNCTIONS = {
     "admission (parse + id + BIP-340 + zap checks)": "admit_items",
-    "database phase under the ingest lock": "_ingest_locked",
-    "  insert events": "_insert_events",
-    "  side rows (refs, receipts, lists, profiles)": "_store_side_rows",
-    "  re-derive facts (load + map)": "_rederive",
+    "storage without the lock (COPY events, side rows, profiles, rejects)": "_store",
+    "derivation under the ingest lock": "_ingest_locked",
+    "  re-derive facts (load + map + write the diff)": "_rederive",
     "  write fact diff + dirty minutes": "_write_fact_diff",
     "commit": "commit",
 }

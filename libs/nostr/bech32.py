@@ -14,6 +14,8 @@ from .event import is_hex64
 
 CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
 _CHAR_VALUE = {c: i for i, c in enumerate(CHARSET)}
+# Charset bytes to their 5-bit values; every other printable byte (33..126) stays above 31.
+_TO_WORDS = bytes.maketrans(CHARSET.encode("ascii"), bytes(range(32)))
 _PRINTABLE = re.compile(r"[!-~]*")
 _GEN = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
 # _POLY_TABLE[b] is the xor of the generators selected by the 5 bits of b.
@@ -67,13 +69,13 @@ def bech32_decode(text: str) -> tuple[str, list[int]]:
     if pos < 1 or pos + 7 > len(lower):
         raise ValueError("bech32 string has no valid '1' separator (or is too short)")
     hrp = lower[:pos]
-    try:
-        data = [_CHAR_VALUE[c] for c in lower[pos + 1 :]]
-    except KeyError as exc:
-        raise ValueError(f"bech32 data holds a character outside the charset: {exc.args[0]!r}") from None
-    if _polymod(_hrp_expand(hrp) + data) != 1:
+    data = lower[pos + 1 :].encode("ascii").translate(_TO_WORDS)
+    if data and max(data) > 31:
+        bad = next(c for c in lower[pos + 1 :] if c not in _CHAR_VALUE)
+        raise ValueError(f"bech32 data holds a character outside the charset: {bad!r}")
+    if _polymod(bytes(_hrp_expand(hrp)) + data) != 1:
         raise ValueError("bech32 checksum mismatch")
-    return hrp, data[:-6]
+    return hrp, list(data[:-6])
 
 
 def bech32_encode(hrp: str, data: Sequence[int]) -> str:

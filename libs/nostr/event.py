@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -76,6 +76,9 @@ class Event:
     tags: Tags
     content: str
     sig: str
+    # The compact JSON of `tags` as hashed for the id (set by admission; None otherwise). A cache
+    # for storage, not part of the value: ignored by ==, hash and repr.
+    tags_json: str | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The event as a plain JSON-ready dict (tags as lists)."""
@@ -165,10 +168,16 @@ def _no_constants(name: str) -> object:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# One decoder for every call: `json.loads(text, parse_constant=...)` builds a new one each time.
+_STRICT_DECODE = json.JSONDecoder(parse_constant=_no_constants).decode
+
+
 def loads_strict(text: str) -> object:
     """`json.loads` that rejects NaN/Infinity and turns every failure into ValueError."""
     try:
-        return json.loads(text, parse_constant=_no_constants)
+        if type(text) is not str or text.startswith("\ufeff"):  # bytes, or a BOM: json.loads's own handling
+            return json.loads(text, parse_constant=_no_constants)
+        return _STRICT_DECODE(text)
     except RecursionError as exc:
         raise ValueError("JSON nested too deeply") from exc
 

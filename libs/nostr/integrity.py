@@ -24,6 +24,8 @@ FUTURE_SLACK = 900
 _SEVEN_KEY_OVERHEAD = 253
 _SEVEN_KEYS = frozenset(("id", "pubkey", "created_at", "kind", "tags", "content", "sig"))
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=True).encode
+# What `_dumps` does to a str (and to every str inside a list): the C `encode_basestring`.
+_dump_str = json.encoder.encode_basestring
 
 
 def serialize_for_id(pubkey: str, created_at: int, kind: int, tags: Any, content: str) -> str:
@@ -88,7 +90,10 @@ def check_integrity(obj: object, receive_time: int) -> Event:
     """
     ev = parse_event(obj)
     raw = cast(dict[str, Any], obj)
-    ser = serialize_for_id(ev.pubkey, ev.created_at, ev.kind, raw["tags"], ev.content)
+    # Same text as `serialize_for_id` (pubkey is hex, created_at and kind are plain ints, so nothing
+    # there needs escaping), built from the tags' JSON, which the event keeps for storage.
+    tags_json = _dumps(raw["tags"])
+    ser = f'[0,"{ev.pubkey}",{ev.created_at},{ev.kind},{tags_json},{_dump_str(ev.content)}]'
     try:
         data = ser.encode("utf-8")
     except UnicodeEncodeError:
@@ -128,4 +133,5 @@ def check_integrity(obj: object, receive_time: int) -> Event:
             f"created_at {ev.created_at} is more than {FUTURE_SLACK} s after the receive time {receive_time}.",
             ev.id,
         )
+    object.__setattr__(ev, "tags_json", tags_json)
     return ev

@@ -58,13 +58,14 @@ class Invoice:
     description: str | None = None
 
 
-_BASE32_DIGITS = "0123456789abcdefghijklmnopqrstuv"
+# 5-bit words (bytes 0..31) to base-32 digits, so that int(..., 32) reads them as one number.
+_TO_BASE32_DIGITS = bytes.maketrans(bytes(range(32)), b"0123456789abcdefghijklmnopqrstuv")
 
 
 def _words_to_int(words: list[int]) -> int:
     if not words:
         return 0
-    return int("".join([_BASE32_DIGITS[w] for w in words]), 32)
+    return int(bytes(words).translate(_TO_BASE32_DIGITS), 32)
 
 
 def _words_to_bytes(words: list[int]) -> bytes:

@@ -81,3 +81,34 @@ def test_signed_events_are_admitted(
 ) -> None:
     raw = sign_event(ALICE, kind, content, tag_lists, created_at)
     assert admit(raw, created_at).to_dict() == raw
+
+
+@settings(max_examples=60, deadline=None)
+@given(kinds.filter(lambda k: k != 9735), tags, text, st.integers(min_value=0, max_value=2**40))
+def test_admission_keeps_the_tags_json_it_hashed(
+    kind: int, tag_lists: list[list[str]], content: str, created_at: int
+) -> None:
+    raw = sign_event(ALICE, kind, content, tag_lists, created_at)
+    ev = admit(raw, created_at)
+    assert ev.tags_json is not None
+    assert json.loads(ev.tags_json) == tag_lists
+    assert serialize_for_id(ev.pubkey, ev.created_at, ev.kind, tag_lists, ev.content) == (
+        f'[0,"{ev.pubkey}",{ev.created_at},{ev.kind},{ev.tags_json},'
+        f"{json.dumps(content, ensure_ascii=False)}]"
+    )
+
+
+def test_id_serialization_escapes_exactly_like_nip01_json() -> None:
+    awkward = "\x00\x01\x08\t\n\x0b\x0c\r\x1f \x7f\"\\/ é \u2028\u2029 \ud7ff \U0001f389"
+    raw = sign_event(ALICE, 1, awkward, [["t", awkward], ["e", "ab" * 32, "", "reply"], [awkward]], 1_700_000_000)
+    ev = admit(raw, 1_700_000_000)
+    assert ev.to_dict() == raw
+    assert ev.tags_json == json.dumps(raw["tags"], separators=(",", ":"), ensure_ascii=False)
+
+
+def test_tags_json_is_not_part_of_the_event_value() -> None:
+    raw = sign_event(ALICE, 1, "hi", [["t", "x"]], 1_700_000_000)
+    admitted = admit(raw, 1_700_000_000)
+    parsed = parse_event(raw)
+    assert parsed.tags_json is None
+    assert admitted == parsed and hash(admitted) == hash(parsed) and repr(admitted) == repr(parsed)
