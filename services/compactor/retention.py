@@ -21,13 +21,18 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from libs.config import Settings
-from services.compactor.rollup import oldest_dirty
+from libs.metrics import Tier
+from services.compactor.rollup import CHILD, oldest_dirty
 
 __all__ = ["HORIZON_TIERS", "RetentionStats", "configured_horizons", "read_horizons", "run_retention"]
 
 DAY = 86_400
 #: Keys of `retention_horizons.tier`, finest data first.
 HORIZON_TIERS = ("facts", "minute", "hour", "day")
+#: Tiers whose rebuild may read raw facts: minutes, and tiers whose child tier retention deletes.
+#: The 8/64-day blocks are always rebuilt from days (kept forever), so a dirty block (the current
+#: one is always dirty) must not hold the facts horizon back by up to 64 days.
+FACT_SOURCED = frozenset(t for t in Tier if CHILD.get(t) is None or CHILD[t].label in ("minute", "hour"))
 
 
 @dataclass
@@ -80,7 +85,7 @@ def _publish(engine: Engine, settings: Settings, now: int) -> dict[str, int]:
     with engine.begin() as conn:
         conn.execute(text("LOCK TABLE retention_horizons IN SHARE ROW EXCLUSIVE MODE"))
         old = {str(t): int(h) for t, h in conn.execute(text("SELECT tier, horizon FROM retention_horizons"))}
-        pending = [b for b in oldest_dirty(conn, old.get("facts", 0)).values() if b is not None]
+        pending = [b for t, b in oldest_dirty(conn, old.get("facts", 0)).items() if b is not None and t in FACT_SOURCED]
         if pending:  # keep the facts a pending rebuild still needs
             wanted["facts"] = min(wanted["facts"], _floor_day(min(pending)))
         published = {tier: max(old.get(tier, 0), wanted[tier]) for tier in HORIZON_TIERS}

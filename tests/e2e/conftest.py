@@ -39,10 +39,10 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 
 # One suite serves every test of test_dashboard.py:
 # - QUERY_DEADLINE_S=1: a hung query service (SIGSTOP) turns into the stale fallback within a second;
-# - SYNC_COST_LIMIT=2000: rolling windows up to 365d cost ~100-520 units and answer synchronously,
-#   window=all (day buckets since 1970, ~21,000 units, see services/query/service.py `estimate`)
+# - SYNC_COST_LIMIT=300: rolling windows up to 365d cost ~110-200 units and answer synchronously,
+#   window=all (~325 64-day blocks since 1970, ~420 units, see services/query/service.py `estimate`)
 #   runs as an async job.
-SUITE_SETTINGS = {"QUERY_DEADLINE_S": "1", "SYNC_COST_LIMIT": "2000"}
+SUITE_SETTINGS = {"QUERY_DEADLINE_S": "1", "SYNC_COST_LIMIT": "300"}
 STARTUP_TIMEOUT_S = 120  # /readyz; usually ~20 s
 LOADED_TIMEOUT_S = 150  # ingest + compaction of the demo data; usually ~60 s
 

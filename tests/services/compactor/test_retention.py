@@ -150,3 +150,15 @@ def test_retention_prunes_run_records_older_than_a_week_and_keeps_async_query_jo
     with engine.connect() as conn:
         left = sorted(conn.execute(text("SELECT id FROM jobs")).scalars())
     assert left == ["j1", "j3"]  # the 6-day-old run, and the query job (its own TTL purge owns it)
+
+
+def test_a_dirty_day_block_does_not_hold_the_facts_horizon_back(engine: Engine) -> None:
+    """Blocks are rebuilt from days (kept forever): the current 64-day block, always dirty, needs no facts."""
+    _seed_six_days(engine)
+    compact_until_clean(engine, now=NOW)
+    block = FACTS_H - FACTS_H % (64 * DAY) - 64 * DAY  # long before the facts horizon
+    with engine.begin() as conn:
+        for tier in (Tier.DAY8, Tier.DAY64):
+            conn.execute(text("INSERT INTO dirty_buckets (target_id, tier, bucket_start, gen, marked_at) "
+                              "VALUES (1, :tier, :b, 1, 0)"), {"tier": int(tier), "b": block})
+    assert run_retention(engine, SETTINGS, now=NOW).horizons["facts"] == FACTS_H
