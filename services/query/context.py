@@ -14,6 +14,7 @@ from libs.metrics import TIER_SECONDS, Tier
 
 FAR_FUTURE = 2**62
 _ALL_TIERS = ", ".join(str(int(t)) for t in Tier)
+_WATERMARK_TIERS = frozenset(t.label for t in Tier if t <= Tier.DAY)
 # One primary-key probe per tier (a min over all of a big target's rows would scan them).
 _EARLIEST_ROWS = ", ".join(
     f"(SELECT min(bucket_start) FROM {table} WHERE target_id = t.id AND tier = {int(tier)})"
@@ -104,7 +105,10 @@ def _freshness_from(relay_rows: Iterable[Any], marks: dict[str, int], lag_limit_
         relays.append(RelayHealth(str(url), lag, bool(connected), seen))
         if not connected:
             as_of = min(as_of, seen)
-    watermark = min(marks.values()) if marks else 0
+    # The 8/64-day blocks only speed up long windows: their watermark trails by up to 64 days by
+    # construction (the current block is never complete), so freshness reports minute..day.
+    served = [w for label, w in marks.items() if label in _WATERMARK_TIERS]
+    watermark = min(served) if served else 0
     lag = max(0, now - as_of)
     return Freshness(as_of, watermark, lag, lag > lag_limit_s, tuple(relays))
 
