@@ -60,10 +60,10 @@ class QueryService(pb_grpc.QueryServiceServicer):
                                                  status=grpc.StatusCode.INTERNAL))
         raise AssertionError("unreachable")
 
-    def _check_sync(self, conn: Any, target: int | None, window: Any, legacy: bool, enforce: bool) -> None:
+    def _check_sync(self, conn: Any, snap: context.Snapshot, window: Any, legacy: bool, enforce: bool) -> None:
         if not enforce:
             return
-        cost, _ = svc.estimate(conn, target, window, legacy, int(time.time()))
+        cost, _ = svc.estimate(conn, snap.target, window, legacy, int(time.time()), snap)
         if cost > self.settings.sync_cost_limit:
             raise CanalError("GO_ASYNC", f"estimated cost {cost:.0f} is over the sync limit "
                              f"{self.settings.sync_cost_limit:.0f}", "Run it as an async job.",
@@ -78,7 +78,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
             window = svc.window_of(request.window)
             snap = context.snapshot(conn, pubkey, window.end, self.settings.ingest_lag_limit_s)
             target = snap.target
-            self._check_sync(conn, target, window, legacy, request.enforce_sync_limit)
+            self._check_sync(conn, snap, window, legacy, request.enforce_sync_limit)
             execution = q.Execution(inputs=snap)
             values = q.summary(conn, target, window.start, window.end, legacy, execution)
             answer = svc.Answer(window, legacy, execution, snap.freshness)
@@ -106,7 +106,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
             window = svc.window_of(request.window)
             snap = context.snapshot(conn, pubkey, window.end, self.settings.ingest_lag_limit_s)
             target = snap.target
-            self._check_sync(conn, target, window, legacy, request.enforce_sync_limit)
+            self._check_sync(conn, snap, window, legacy, request.enforce_sync_limit)
             execution = q.Execution(inputs=snap)
             rows, token = self._drilldown(conn, request, pubkey, target, window, legacy, size, execution)
             answer = svc.Answer(window, legacy, execution, snap.freshness)

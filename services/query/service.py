@@ -123,15 +123,22 @@ def raw_rate(conn: Connection, target: int | None, now: int) -> float:
     return max(recent / (30 * 86400), 0.01)
 
 
-def estimate(conn: Connection, target: int | None, window: Window, legacy: bool, now: int) -> tuple[float, dict]:
-    """Estimated cost units of answering the window, and the plan's bucket counts."""
+def estimate(conn: Connection, target: int | None, window: Window, legacy: bool, now: int,
+             inputs: context.Snapshot | None = None) -> tuple[float, dict]:
+    """Estimated cost units of answering the window, and the plan's bucket counts.
+
+    `inputs`: the request's snapshot, when it has one (its dirty buckets and horizons are reused).
+    """
     rate = raw_rate(conn, target, now)
     if legacy or target is None:
         return window.span * rate, dict.fromkeys(TIER_LABELS, 0)
-    dirty = context.dirty_sets(conn, target, window.start, window.end)
+    if inputs is not None:
+        dirty, horizons = inputs.dirty, inputs.horizons
+    else:
+        dirty, horizons = context.dirty_sets(conn, target, window.start, window.end), context.horizons(conn)
     from services.query.engine import ALL_TIERS_COMPLETE
 
-    plan = plan_window(window.start, window.end, dirty, ALL_TIERS_COMPLETE, context.horizons(conn))
+    plan = plan_window(window.start, window.end, dirty, ALL_TIERS_COMPLETE, horizons)
     return estimate_cost(plan, rate).units, dict(plan.buckets)
 
 
