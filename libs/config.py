@@ -25,7 +25,18 @@ class Settings(BaseSettings):
     port: int = 8080
 
     relays: str = Field(default="", description="Comma-separated relay URLs; empty = the local demo relay")
-    track: str = Field(default="", description="Comma-separated pubkeys (hex or npub); empty = everything")
+    track: str = Field(default="", description="Comma-separated keys (hex, npub, nprofile or NIP-05) added to the "
+                       "tracked keys at start; with no tracked key, ingest takes everything")
+    backfill_days: int | None = Field(default=None, description="How far back a relay is first read in TRACK mode "
+                                      "(and for each newly tracked key); default: RETAIN_FACTS_DAYS")
+    relay_discovery_cap: int = Field(default=8, description="At most this many relays found through NIP-65 are "
+                                     "added to RELAYS in TRACK mode (0 = no discovery)")
+    relay_discovery_private: bool = Field(default=False, description="Allow NIP-65 relays on loopback/private "
+                                          "addresses (tests, a LAN); off so a relay list cannot point ingest inward")
+    interest_chunk: int = Field(default=256, description="Values per filter array (#e, authors, ...) in one REQ")
+    track_refresh_s: float = Field(default=1.0, description="How often ingest re-reads tracked keys and interest")
+    service_nsec: str | None = Field(default=None, description="Secret key (nsec or hex) for NIP-42 AUTH and "
+                                     "NIP-85; unset = generated once and stored in the database")
     demo: bool | None = Field(default=None, description="Seed and serve demo data; default: on when RELAYS is empty")
     demo_seed: int = 7
     demo_relay_port: int = 7777
@@ -60,6 +71,11 @@ class Settings(BaseSettings):
     def relay_list(self) -> list[str]:
         """The configured relay URLs."""
         return [r.strip() for r in self.relays.split(",") if r.strip()]
+
+    def backfill_seconds(self) -> int:
+        """How far back TRACK mode reads a relay the first time (BACKFILL_DAYS, else the raw-facts retention)."""
+        days = self.retain_facts_days if self.backfill_days is None else self.backfill_days
+        return max(0, days) * 86_400
 
     def metrics_port(self, offset: int) -> int:
         """The Prometheus port of a service (0 = do not serve metrics)."""

@@ -19,6 +19,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
@@ -296,6 +297,40 @@ class RelayCursor(Base):
     connected: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     events_received: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     last_error: Mapped[str] = mapped_column(Text, server_default="")
+    interest_mark: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+
+
+class TrackedKey(Base):
+    """A key TRACK mode follows; `ready_at` is set once its first backfill is complete everywhere."""
+
+    __tablename__ = "tracked_keys"
+    pubkey: Mapped[str] = mapped_column(String(64), primary_key=True)
+    added_at: Mapped[int] = mapped_column(BigInteger)
+    source: Mapped[str] = mapped_column(String(16), server_default="api")
+    label: Mapped[str] = mapped_column(Text, server_default="")
+    first_seq: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    ready_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Interest(Base):
+    """One thing the TRACK subscriptions ask relays for (append-only; `id` orders backfills)."""
+
+    __tablename__ = "interest"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    sort: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(Text)
+    owner: Mapped[str] = mapped_column(String(64), server_default="")
+    added_at: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (UniqueConstraint("sort", "value"),)
+
+
+class ServiceKey(Base):
+    """A secret key canal signs with (NIP-42 AUTH, NIP-85), generated on first use."""
+
+    __tablename__ = "service_keys"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    secret_hex: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[int] = mapped_column(BigInteger)
 
 
 class FeatureFlag(Base):
