@@ -25,6 +25,8 @@ from nostr_sdk import (
     DatabaseEventStatus,
     LocalRelay,
     LocalRelayBuilder,
+    LocalRelayBuilderNip42,
+    LocalRelayBuilderNip42Mode,
     NostrDatabase,
     NostrDatabaseFeatures,
     RateLimit,
@@ -58,16 +60,32 @@ def _matches(ev: dict[str, Any], flt: dict[str, Any]) -> bool:
     return True
 
 
+def replaceable_key(ev: dict[str, Any]) -> tuple[int, str, str] | None:
+    """NIP-01: (kind, pubkey, d) of a replaceable (d = "") or addressable event, else None."""
+    kind = ev["kind"]
+    if kind in (0, 3) or 10000 <= kind < 20000:
+        return kind, ev["pubkey"], ""
+    if 30000 <= kind < 40000:
+        d = next((t[1] for t in ev["tags"] if len(t) >= 2 and t[0] == "d"), "")
+        return kind, ev["pubkey"], d
+    return None
+
+
 class ArchiveDatabase(NostrDatabase):
     """A nostr-sdk database (Python callback interface) that keeps every event it is given.
 
     Queries return the newest events first (ties: lowest id first, as NIP-01 says),
-    at most the filter's `limit`.
+    at most the filter's `limit`. With `keep_replaced=False` it behaves like a public relay
+    for replaceable and addressable events: only the newest version per (kind, pubkey, d) is
+    kept (NIP-01: newest `created_at`, ties to the lowest id), an older one is refused.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keep_replaced: bool = True) -> None:
+        self.keep_replaced = keep_replaced
         self.by_id: dict[str, tuple[dict[str, Any], nostr_sdk.Event]] = {}
         self._order: list[tuple[int, str]] = []  # (-created_at, id), sorted
+        self._newest: dict[tuple[int, str, str], str] = {}  # replaceable key -> id kept (keep_replaced=False)
+        self.accepted: list[dict[str, Any]] = []  # every event ever saved, replaced ones included
         self.queries: list[dict[str, Any]] = []  # every filter asked for, oldest first (for tests and logs)
 
     def backend(self) -> str:
@@ -83,9 +101,25 @@ class ArchiveDatabase(NostrDatabase):
             return SaveEventStatus.rejected(RejectedReason.DUPLICATE)
         if 20000 <= ev["kind"] < 30000:
             return SaveEventStatus.rejected(RejectedReason.EPHEMERAL)
+        key = None if self.keep_replaced else replaceable_key(ev)
+        if key is not None:
+            kept = self._newest.get(key)
+            if kept is not None:
+                old = self.by_id[kept][0]
+                if (old["created_at"], -int(old["id"], 16)) >= (ev["created_at"], -int(ev["id"], 16)):
+                    return SaveEventStatus.rejected(RejectedReason.REPLACED)
+                self._drop(kept)
+            self._newest[key] = ev["id"]
         self.by_id[ev["id"]] = (ev, event)
+        self.accepted.append(ev)
         bisect.insort(self._order, (-ev["created_at"], ev["id"]))
         return SaveEventStatus.success()
+
+    def _drop(self, event_id: str) -> None:
+        ev, _ = self.by_id.pop(event_id)
+        i = bisect.bisect_left(self._order, (-ev["created_at"], event_id))
+        if i < len(self._order) and self._order[i] == (-ev["created_at"], event_id):
+            del self._order[i]
 
     async def check_id(self, event_id: nostr_sdk.EventId) -> DatabaseEventStatus:
         return DatabaseEventStatus.SAVED if event_id.to_hex() in self.by_id else DatabaseEventStatus.NOT_EXISTENT
@@ -126,6 +160,7 @@ class ArchiveDatabase(NostrDatabase):
     async def wipe(self) -> None:
         self.by_id.clear()
         self._order.clear()
+        self._newest.clear()
 
 
 @dataclass
@@ -181,7 +216,8 @@ async def publish(url: str, events: Sequence[dict[str, Any]],
     return [r for part in results for r in part]
 
 
-def build_relay(database: ArchiveDatabase, port: int | None = None, host: str = "127.0.0.1") -> LocalRelay:
+def build_relay(database: ArchiveDatabase, port: int | None = None, host: str = "127.0.0.1",
+                nip42: bool = False) -> LocalRelay:
     """A LocalRelay on `host` (a random free port unless given) storing into `database`, without rate limits."""
     builder = (
         LocalRelayBuilder()
@@ -193,23 +229,28 @@ def build_relay(database: ArchiveDatabase, port: int | None = None, host: str = 
     )
     if port:
         builder = builder.port(port)
+    if nip42:
+        builder = builder.nip42(LocalRelayBuilderNip42(mode=LocalRelayBuilderNip42Mode.READ))
     return builder.build()
 
 
 async def start_local_relay(
-    events: Iterable[dict[str, Any]] = (), port: int | None = None, host: str = "127.0.0.1"
+    events: Iterable[dict[str, Any]] = (), port: int | None = None, host: str = "127.0.0.1",
+    keep_replaced: bool = True, nip42: bool = False,
 ) -> tuple[DemoRelay, str]:
     """Start an in-process relay on 127.0.0.1 and publish `events` to it over websockets.
 
     Returns (relay, url). `relay.refused` lists the events the relay itself refused
     (bad id or signature) with its message; ingest never sees those from the relay.
+    `keep_replaced=False` keeps only the newest replaceable version, as public relays do;
+    `nip42=True` makes readers authenticate (NIP-42) before they get events.
     Must run inside the event loop that will keep running while the relay serves: the
     archive's callbacks run on it (`nostr_sdk.uniffi_set_event_loop` is process-wide, so
     every nostr_sdk coroutine must then be awaited on that loop).
     """
     nostr_sdk.uniffi_set_event_loop(asyncio.get_running_loop())
-    database = ArchiveDatabase()
-    relay = build_relay(database, port, host)
+    database = ArchiveDatabase(keep_replaced)
+    relay = build_relay(database, port, host, nip42)
     await relay.run()
     url = str(await relay.url()).rstrip("/")
     bound = int(url.rsplit(":", 1)[1])

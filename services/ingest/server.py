@@ -13,7 +13,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
@@ -25,14 +25,19 @@ from canal.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
 from libs.config import Settings, get_settings
 from libs.db.engine import make_engine
 from libs.demo.live import trickle
+from libs.nostr.bech32 import npub_encode
 from libs.nostr.event import Rejection, parse_line
+from libs.nostr.identity import resolve_key
 from libs.rpc import CanalError, abort
 from libs.rpc import create_server as rpc_server
+from libs.service_key import service_key
 from services.ingest.batches import ingest_resilient
+from services.ingest.interest import InterestStore, TrackedKey
 from services.ingest.lines import safe_text
 from services.ingest.metrics import RELAY_LAG, observe_batch
-from services.ingest.relay_client import HEARTBEAT_S, RelayClient, RelayStatus, parse_track
+from services.ingest.relay_client import HEARTBEAT_S, InterestView, RelayClient, RelayStatus
 from services.ingest.store import BatchResult, IngestStore, RawItem
+from services.ingest.tracker import Tracker
 
 if TYPE_CHECKING:
     from libs.demo.relay import DemoRelay
@@ -64,11 +69,14 @@ def request_item(req: pb.IngestEventsRequest) -> RawItem:
 class IngestService(pb_grpc.IngestServiceServicer):
     """Internal push of raw events and the ingest status (relay cursors, lag, totals)."""
 
-    def __init__(self, engine: Engine, settings: Settings, clients: Sequence[RelayClient] = ()) -> None:
+    def __init__(self, engine: Engine, settings: Settings, clients: Sequence[RelayClient] = (),
+                 tracker: Tracker | None = None) -> None:
         self._engine = engine
         self._settings = settings
         self._store = IngestStore(engine)
         self._clients = clients  # not copied: serve() adds the demo relay's client once it is filled
+        self._tracker = tracker
+        self._interest = InterestStore(engine)
 
     async def IngestEvents(
         self, request_iterator: AsyncIterator[pb.IngestEventsRequest], context: grpc.aio.ServicerContext
@@ -99,6 +107,8 @@ class IngestService(pb_grpc.IngestServiceServicer):
                 status=grpc.StatusCode.UNAVAILABLE))
             return
         observe_batch(result, time.perf_counter() - started)
+        if self._tracker is not None:
+            await self._tracker.learned(batch, result)
         for o in result.outcomes:
             resp.outcomes.append(pb.EventOutcome(
                 index=offset + o.index, event_id=o.event_id or "", outcome=OUTCOMES[o.status],
@@ -122,6 +132,47 @@ class IngestService(pb_grpc.IngestServiceServicer):
             facts=facts,
             as_of=_as_of(self._clients, totals.get("last_commit_at", 0), now),
         )
+
+
+    async def TrackKey(self, request: pb.TrackKeyRequest, context: grpc.aio.ServicerContext) -> pb.TrackKeyResponse:
+        try:
+            resolved = await asyncio.to_thread(resolve_key, request.key)
+        except ValueError as exc:
+            await abort(context, CanalError("INVALID_PUBKEY", str(exc), "Give 64 lowercase hex, an npub1…, an "
+                                            "nprofile1… or a NIP-05 name@domain that resolves.", "key"))
+            raise AssertionError("unreachable") from None
+        label = request.key.strip() if resolved.form == "nip05" else ""
+        key, added = await asyncio.to_thread(self._interest.add_key, resolved.pubkey, request.source or "api", label)
+        if self._tracker is not None:
+            self._tracker.poke()
+        return pb.TrackKeyResponse(key=tracked_proto(key), added=added, track_mode=self._tracker is not None)
+
+    async def UntrackKey(self, request: pb.UntrackKeyRequest,
+                         context: grpc.aio.ServicerContext) -> pb.UntrackKeyResponse:
+        try:
+            resolved = await asyncio.to_thread(resolve_key, request.key)
+        except ValueError as exc:
+            await abort(context, CanalError("INVALID_PUBKEY", str(exc), "Give the key as hex, npub, nprofile or "
+                                            "NIP-05.", "key"))
+            raise AssertionError("unreachable") from None
+        removed = await asyncio.to_thread(self._interest.remove_key, resolved.pubkey)
+        if self._tracker is not None:
+            self._tracker.poke()
+        return pb.UntrackKeyResponse(removed=removed)
+
+    async def ListTrackedKeys(self, request: pb.ListTrackedKeysRequest,
+                              context: grpc.aio.ServicerContext) -> pb.ListTrackedKeysResponse:
+        keys = await asyncio.to_thread(self._interest.tracked)
+        return pb.ListTrackedKeysResponse(
+            keys=[tracked_proto(k) for k in keys], track_mode=self._tracker is not None,
+            discovered_relays=list(self._tracker.discovered) if self._tracker is not None else [])
+
+
+def tracked_proto(key: TrackedKey) -> pb.TrackedKey:
+    """The wire form of a tracked_keys row."""
+    return pb.TrackedKey(pubkey=key.pubkey, npub=npub_encode(key.pubkey), added_at=key.added_at, source=key.source,
+                         label=key.label, ready_at=key.ready_at or 0,
+                         state=pb.TRACK_STATE_READY if key.ready_at is not None else pb.TRACK_STATE_BACKFILLING)
 
 
 def _read_status(engine: Engine) -> tuple[dict[str, int], list[dict[str, Any]], int]:
@@ -159,11 +210,12 @@ def _as_of(clients: Sequence[RelayClient], last_commit_at: int, now: int) -> int
 
 
 def create_server(address: str, engine: Engine, settings: Settings, clients: Sequence[RelayClient] = (),
-                  interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> tuple[grpc.aio.Server, int]:
+                  interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+                  tracker: Tracker | None = None) -> tuple[grpc.aio.Server, int]:
     """A not-yet-started grpc.aio server with IngestService, health (SERVING) and reflection."""
 
     def register(server: grpc.aio.Server) -> list[str]:
-        pb_grpc.add_IngestServiceServicer_to_server(IngestService(engine, settings, clients), server)
+        pb_grpc.add_IngestServiceServicer_to_server(IngestService(engine, settings, clients, tracker), server)
         return [SERVICE_NAME]
 
     server, port, _ = rpc_server(address, register, interceptors)
@@ -208,21 +260,35 @@ async def serve(settings: Settings | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    track = parse_track(settings.track)
-    clients = [RelayClient(url, engine, track, on_batch=observe_batch) for url in settings.relay_list()]
-    # the service reads this list, so the demo relay's client can join it once the relay is filled
-    server, port = create_server(settings.ingest_addr, engine, settings, clients, [instrument_grpc_server()])  # type: ignore[list-item]
+    auth_key = await asyncio.to_thread(service_key, engine, settings.service_nsec)
+    clients: list[RelayClient] = []  # the service reads this list: the demo's and discovered relays join it later
+
+    def spawn(url: str, interest: InterestView | None) -> RelayClient:
+        return RelayClient(url, engine, interest, on_batch=observe_batch, auth_key=auth_key,
+                           chunk=settings.interest_chunk)
+
+    tracker: Tracker | None = None
+    has_keys: bool = await asyncio.to_thread(_has_tracked_keys, engine)
+    if settings.track.strip() or has_keys:
+        tracker = Tracker(engine, settings, clients, lambda url: spawn(url, tracker))
+        await tracker.add_configured(settings.track)
+        await tracker.refresh(discover=False)
+    clients += [spawn(url, tracker) for url in settings.relay_list()]
+    server, port = create_server(settings.ingest_addr, engine, settings, clients, [instrument_grpc_server()],  # type: ignore[list-item]
+                                 tracker)
     if settings.metrics_port(1):
         start_http_server(settings.metrics_port(1), addr=settings.metrics_host)
     await server.start()
     log.info("ingest serving gRPC on port %d; relays: %s", port, ", ".join(settings.relay_list()) or "none")
     for client in clients:
         client.start()
+    tracking = asyncio.create_task(tracker.run(stop)) if tracker is not None else None
     gauges = asyncio.create_task(_export_lag(clients))
     demo: DemoRelay | None = None
     live: asyncio.Task[None] | None = None
     if settings.demo_mode():
-        started = await _run_until_stopped(_start_demo(engine, settings, track, clients), stop)
+        started = await _run_until_stopped(_start_demo(engine, settings, lambda url: spawn(url, tracker), clients),
+                                           stop)
         if started is not None:
             demo, events = started
             live = asyncio.create_task(trickle(demo, events, settings.demo_seed, stop))
@@ -230,6 +296,8 @@ async def serve(settings: Settings | None = None) -> None:
     if live is not None:
         await live
     gauges.cancel()
+    if tracking is not None:
+        await tracking
     await asyncio.gather(*(c.stop() for c in clients))  # commits each in-flight batch
     await server.stop(GRACE_S)
     if demo is not None:
@@ -237,7 +305,12 @@ async def serve(settings: Settings | None = None) -> None:
     engine.dispose()
 
 
-async def _start_demo(engine: Engine, settings: Settings, track: list[str],
+def _has_tracked_keys(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT EXISTS (SELECT 1 FROM tracked_keys)")).scalar() is True
+
+
+async def _start_demo(engine: Engine, settings: Settings, spawn: Callable[[str], RelayClient],
                       clients: list[RelayClient]) -> tuple[DemoRelay, list[dict[str, Any]]]:
     """Fill the demo relay, then subscribe to it.
 
@@ -252,7 +325,7 @@ async def _start_demo(engine: Engine, settings: Settings, track: list[str],
     except BaseException:
         demo.stop()
         raise
-    client = RelayClient(demo.url, engine, track, on_batch=observe_batch)
+    client = spawn(demo.url)
     clients.append(client)
     client.start()
     return demo, events

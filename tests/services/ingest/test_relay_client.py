@@ -18,9 +18,10 @@ from services.ingest.relay_client import (
     OVERLAP_S,
     filter_hash,
     parse_track,
-    relay_filters,
 )
 from services.ingest.store import IngestStore
+from services.ingest.subscriptions import Item, track_filters, untracked_filters
+from tests.services.ingest.tracking import start_tracked
 from tests.services.ingest.helpers import (
     ALICE,
     BOB,
@@ -40,16 +41,21 @@ from tests.services.ingest.helpers import (
 NOW = int(time.time())
 
 
+def catch_up(queries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The backfill pages among a relay's queries (live subscriptions carry no `until`)."""
+    return [q for q in queries if "until" in q]
+
+
 def event_count(engine: Engine) -> int:
     return int(scalar(engine, "SELECT count(*) FROM events"))
 
 
 def test_filters_cover_our_kinds_and_both_directions_of_tracked_keys() -> None:
-    assert relay_filters([]) == [{"kinds": list(KINDS)}]
-    by, about = relay_filters([A])
-    assert by == {"kinds": list(KINDS), "authors": [A]} and about == {"kinds": list(KINDS), "#p": [A]}
+    assert untracked_filters() == [{"kinds": list(KINDS)}]
+    by, about = track_filters([Item(1, "key", A)], 256)
+    assert by == {"kinds": [*KINDS, 10002], "authors": [A]} and about == {"kinds": list(KINDS), "#p": [A]}
     assert parse_track(f" {npub_encode(B)}, {A},{A}") == sorted([A, B])
-    assert filter_hash(relay_filters([A])) != filter_hash(relay_filters([]))
+    assert filter_hash(track_filters([Item(1, "key", A)], 256)) != filter_hash(untracked_filters())
     with pytest.raises(ValueError):
         parse_track("not-a-key")
 
@@ -64,7 +70,7 @@ async def test_client_backfills_pages_goes_live_and_survives_a_relay_restart(eng
         await wait_until(lambda: rc.caught_up, what="the backfill")
         stored = event_count(engine)
         assert stored == len(history) - len(relay.refused) - 3  # three invalid zaps pass the relay, not ingest
-        assert any("until" in q for q in relay.database.queries)  # the backlog was paged
+        assert len(catch_up(relay.database.queries)) > 1  # the backlog was paged
         assert rc.cursor == max(e["created_at"] for e in history if e not in [r[0] for r in relay.refused])
 
         # live: events published while connected arrive without a new REQ
@@ -91,7 +97,7 @@ async def test_client_backfills_pages_goes_live_and_survives_a_relay_restart(eng
         try:
             await wait_until(lambda: rc.connected and rc.caught_up and event_count(engine) == stored + 4,
                              what="the reconnect and backfill")
-            assert relay2.database.queries[0]["since"] == cursor_before - OVERLAP_S
+            assert catch_up(relay2.database.queries)[0]["since"] == cursor_before - OVERLAP_S
             assert rc.cursor == NOW - 5
             assert rc.status().lag_seconds == 0
         finally:
@@ -136,7 +142,7 @@ async def test_cursor_is_persisted_and_a_new_client_resumes_from_it(engine: Engi
         second.start()
         await wait_until(lambda: second.caught_up and event_count(engine) == 6, what="the resumed backfill")
         await second.stop()
-        assert relay.database.queries[asked]["since"] == cursor - OVERLAP_S
+        assert catch_up(relay.database.queries[asked:])[0]["since"] == cursor - OVERLAP_S
         assert second.cursor == NOW - 100
         assert rows(engine, "SELECT since FROM relay_cursors") == [(NOW - 100,)]
     finally:
@@ -149,10 +155,11 @@ async def test_tracked_pubkeys_get_events_by_them_and_events_tagging_them(engine
     unrelated = ev(CAROL, 1, "elsewhere", t=NOW - 30)
     relay, url = await start_local_relay([by_a, about_a, unrelated])
     try:
-        rc = client(url, engine, track=[A])
-        rc.start()
-        await wait_until(lambda: rc.caught_up, what="the backfill")
-        await rc.stop()
+        canal = await start_tracked(engine, [url], [A])
+        try:
+            await wait_until(lambda: canal.ready(A), what="the backfill")
+        finally:
+            await canal.close()
         assert {r[0] for r in rows(engine, "SELECT id FROM events")} == {by_a["id"], about_a["id"]}
         assert C not in {r[0] for r in rows(engine, "SELECT pubkey FROM events")}
     finally:
