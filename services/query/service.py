@@ -82,6 +82,7 @@ class Answer:
         reasons = list(self.execution.partial_reasons)
         # API.md: an answer that depends on a relay known to be behind is partial, and says which
         reasons += [f"relay_behind:{r.url}" for r in self.fresh.relays if not r.healthy]
+        reasons += list(self.fresh.coverage)  # TRACK mode: still backfilling, or not tracked at all
         return types_pb2.Meta(
             source=types_pb2.SOURCE_LEGACY if self.legacy else types_pb2.SOURCE_CANONICAL,
             window=types_pb2.Window(start=self.window.start, end=self.window.end, label=self.window.label),
@@ -146,7 +147,10 @@ def data_version(conn: Connection) -> str:
     """Changes whenever an answer could change: every ingest commit and every retention run."""
     commits = conn.execute(text("SELECT value FROM ingest_state WHERE name = 'commits'")).scalar() or 0
     retention = conn.execute(text("SELECT coalesce(max(updated_at), 0) FROM retention_horizons")).scalar() or 0
-    version = f"{commits}.{retention}"
+    # a key becoming tracked, untracked or ready changes answers' partial reasons
+    tracking = conn.execute(text("SELECT count(*) * 1000003 + coalesce(max(ready_at), 0) + coalesce(max(added_at), 0) "
+                                 "FROM tracked_keys")).scalar() or 0
+    version = f"{commits}.{retention}.{tracking}"
     # Answers carry freshness: while a relay is down, cached answers must not keep saying "fresh". The
     # version then names the relays that are down and moves every 5 s (the answer's lag and stale re-derive).
     down = conn.execute(text("SELECT coalesce(string_agg(relay, ',' ORDER BY relay), '') FROM (SELECT relay "
