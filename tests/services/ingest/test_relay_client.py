@@ -21,7 +21,6 @@ from services.ingest.relay_client import (
 )
 from services.ingest.store import IngestStore
 from services.ingest.subscriptions import Item, track_filters, untracked_filters
-from tests.services.ingest.tracking import start_tracked
 from tests.services.ingest.helpers import (
     ALICE,
     BOB,
@@ -37,6 +36,7 @@ from tests.services.ingest.helpers import (
     scalar,
     wait_until,
 )
+from tests.services.ingest.tracking import start_tracked
 
 NOW = int(time.time())
 
