@@ -27,7 +27,7 @@ from services.gateway.context import Gateway
 from services.gateway.docs import SECURITY_SCHEMES
 from services.gateway.errors import INTERNAL_HINT, ApiError, unavailable, validation_error
 from services.gateway.observability import request_id
-from services.gateway.routes import admin, analytics, jobs, ops
+from services.gateway.routes import admin, analytics, jobs, ops, tracking
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -70,7 +70,7 @@ def create_app(settings: Settings, query_channel_factory: ChannelFactory | None 
                   openapi_url="/api/v2/openapi.json", docs_url="/api/v2/docs", redoc_url=None, lifespan=lifespan,
                   telemetry={"tracing": False})  # `observe` opens the one server span
     app.state.gw = gw
-    for module in (analytics, jobs, admin, ops):
+    for module in (analytics, jobs, admin, tracking, ops):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=ops.STATIC_DIR, check_dir=False), name="static")
     _install_error_handlers(app)

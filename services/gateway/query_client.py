@@ -97,6 +97,10 @@ class DataVersions:
             self._task.add_done_callback(lambda t: t.cancelled() or t.exception())
         return await asyncio.shield(self._task)
 
+    def invalidate(self) -> None:
+        """Forget the version (this gateway just changed something answers depend on)."""
+        self._value = None
+
     async def _refresh(self) -> str:
         value = await self._fetch()
         self._value, self._at = value, time.monotonic()

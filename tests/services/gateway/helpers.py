@@ -24,6 +24,7 @@ from libs.db.engine import make_engine
 from libs.nostr.keys import privkey_from_seed, pubkey_of, sign_event
 from services.gateway.app import create_app
 from services.gateway.auth import create_key
+from services.ingest.server import create_server as create_ingest_server
 from services.ingest.store import IngestStore, RawItem
 from services.query.server import create_server
 
@@ -127,6 +128,9 @@ async def running_stack(db_url: str, redis_url: str | None, **overrides: Any) ->
     server, port = create_server("127.0.0.1:0", engine, settings, [counter])
     await server.start()
     settings.query_addr = f"127.0.0.1:{port}"
+    ingest_server, ingest_port = create_ingest_server("127.0.0.1:0", engine, settings)  # admin: tracked keys
+    await ingest_server.start()
+    settings.ingest_addr = f"127.0.0.1:{ingest_port}"
     app = gateway_app(settings, engine, port)
     try:
         async with serving(app) as base_url:
@@ -137,6 +141,7 @@ async def running_stack(db_url: str, redis_url: str | None, **overrides: Any) ->
             yield stack
     finally:
         await server.stop(0)
+        await ingest_server.stop(0)
         engine.dispose()
 
 
