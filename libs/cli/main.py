@@ -7,6 +7,7 @@ import asyncio
 import sys
 from collections.abc import Callable, Sequence
 
+from libs.cli import track as track_cli
 from libs.config import get_settings
 
 SERVICES = ("ingest", "compactor", "query", "worker", "gateway")
@@ -145,12 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "http://127.0.0.1:8080, else start one")
     ld.add_argument("--requests", type=int, default=None, help="request budget (default 200000)")
     ld.add_argument("--api-key", default=None, help="default: the demo key from /ui/config.json")
+    track_cli.add_parser(sub)
     return p
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "up": _cmd_up, "migrate": _cmd_migrate, "import": _cmd_import, "keys": _cmd_keys, "flag": _cmd_flag,
-    "drift": _cmd_drift, "bench": _cmd_bench, "load": _cmd_load,
+    "drift": _cmd_drift, "bench": _cmd_bench, "load": _cmd_load, "track": track_cli.track,
 }
 
 
