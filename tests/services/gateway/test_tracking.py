@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from libs.nostr.bech32 import npub_encode, nprofile_encode
+from libs.nostr.bech32 import nprofile_encode, npub_encode
 from tests.services.gateway.helpers import ALICE_PK, BOB_PK, Stack, seed
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
