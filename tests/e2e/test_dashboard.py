@@ -7,6 +7,8 @@ of the same suite; the page may not request anything outside 127.0.0.1 (see conf
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -15,6 +17,7 @@ import pytest
 
 from libs.metrics import METRIC_NAMES
 from libs.nostr.bech32 import npub_encode
+from libs.nostr.keys import privkey_from_seed, pubkey_of
 from tests.e2e.suite import Suite
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -391,3 +394,28 @@ def test_phone_width_has_no_horizontal_overflow(suite: Suite, new_page: Any, sho
     for testid in ("load-button", "window-preset-all", "panel-summary", "panel-drilldown"):
         box = page.locator(f'[data-testid="{testid}"]').bounding_box()
         assert box and box["x"] >= 0 and box["x"] + box["width"] <= 376, (testid, box)
+
+
+# ---------------------------------------------------------------- TRACK mode (issue 13)
+
+def _track(suite: Suite, action: str, key: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "libs.cli.main", "track", action, key], env=suite.env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_backfilling_and_untracked_keys_are_named_in_the_partial_banner(suite: Suite, new_page: Any) -> None:
+    stranger = npub_encode(pubkey_of(privkey_from_seed("dashboard-untracked-key")))
+    _track(suite, "add", suite.default_pubkey)  # demo ingest runs untracked: the key stays backfilling
+    try:
+        page, _ = open_dashboard(suite, new_page)
+        backfilling = page.locator('[data-testid="partial-banner"] li[data-reason~="backfilling"]')
+        backfilling.wait_for(timeout=15_000)
+        assert "still reading its history" in backfilling.inner_text()
+        page.fill('[data-testid="pubkey-input"]', stranger)
+        page.press('[data-testid="pubkey-input"]', "Enter")
+        untracked = page.locator('[data-testid="partial-banner"] li[data-reason~="not_tracked"]')
+        untracked.wait_for(timeout=15_000)
+        assert "does not track this key" in untracked.inner_text()
+    finally:
+        _track(suite, "remove", suite.default_pubkey)

@@ -86,6 +86,8 @@ const PARTIAL_REASONS = {
   unresolved_replies: "Some replies wait for their parent note and are not counted yet.",
   shard_unavailable: "Part of the data store did not answer; some numbers are incomplete.",
   ingest_lag: "Ingest is behind; the newest activity is not counted yet.",
+  backfilling: "canal started tracking this key recently and is still reading its history from relays; numbers will grow until the backfill finishes.",
+  not_tracked: "canal does not track this key on relays: it counts only what it saw while following other keys. Track it with `canal track add` or the admin API.",
 };
 const PANEL_NAMES = { summary: "overview", prev: "comparison", chart: "chart", drilldown: "breakdown" };
 
