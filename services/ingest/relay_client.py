@@ -8,8 +8,9 @@ A session, per connection:
 1. NIP-11: the relay's limits (filters per REQ, subscriptions, page size, frame size).
 2. Live subscriptions for everything, opened first so nothing published during the backfill is
    missed. They carry `limit: 0` (no stored events: the fetches below read those) and a `since`
-   far back (TRACK mode: the backfill floor), because relays apply `since` to live events too and
-   a newly published event may carry an older `created_at` (a rebroadcast, a slow client).
+   far back (TRACK mode: the backfill floor; untracked: the cursor minus the overlap), because relays
+   apply `since` to live events too and a newly published event may carry an older `created_at`
+   (a rebroadcast, a slow client).
 3. Catch-up: what is already covered is fetched from the persisted cursor (minus the overlap);
    interest added since this relay last backfilled (rows after its `interest_mark`) is fetched
    from the backfill floor (`BACKFILL_DAYS`; untracked mode reads the relay's whole history).
@@ -477,8 +478,8 @@ class RelayClient:
         if self._changed is not None:
             self._changed.clear()
         floor = self.interest.floor(start) if self.interest is not None else 0
-        await self._open_live(ws, items, floor if self.interest is not None else start - self.overlap)
         since = max(0, self.cursor - self.overlap) if self.cursor else floor
+        await self._open_live(ws, items, floor if self.interest is not None else since)
         horizon = start + FUTURE_S  # admission takes events up to 900 s ahead; they may predate our live REQs
         if self.interest is None:
             await self._fetch_all(ws, fetch_filters([], self.limits, self.chunk, untracked=True), since, horizon)

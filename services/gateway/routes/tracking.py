@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from canal.ingest.v1 import ingest_service_pb2 as ipb
 from libs.envelope import finish, placeholder_meta
@@ -14,6 +14,7 @@ from services.gateway.context import gateway
 from services.gateway.docs import READ_ERRORS, SECURED, errors
 from services.gateway.errors import UpstreamError
 from services.gateway.ingest_client import IngestClient
+from services.gateway.models import EXAMPLE_NPUB, EXAMPLE_PUBKEY, META_EXAMPLE, Meta
 from services.gateway.routes.deps import Admin
 
 router = APIRouter(tags=["admin"])
@@ -26,8 +27,61 @@ STATES = {ipb.TRACK_STATE_READY: "ready", ipb.TRACK_STATE_BACKFILLING: "backfill
 
 
 class TrackKeyBody(BaseModel):
-    key: str = Field(description="64 lowercase hex, npub1…, nprofile1… or NIP-05 name@domain.",
-                     examples=["npub1sg6plzptd64u62a878hep2kev88swjh3tw00gjsfl8f237lmu63q0uf63m"])
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"key": EXAMPLE_NPUB}]})
+    key: str = Field(description="64 lowercase hex, npub1…, nprofile1… or NIP-05 name@domain.")
+
+
+class TrackedKeyData(BaseModel):
+    pubkey: str
+    npub: str
+    added_at: int = Field(description="Unix seconds.")
+    source: str = Field(description="env (TRACK), cli or api.")
+    label: str = Field(description="The NIP-05 identifier the key was given as, else empty.")
+    state: str = Field(description="backfilling or ready.")
+    ready_at: int | None = Field(description="When the first backfill completed (unix seconds).")
+
+
+KEY_EXAMPLE = {"pubkey": EXAMPLE_PUBKEY, "npub": EXAMPLE_NPUB, "added_at": 1715126400, "source": "api", "label": "",
+               "state": "ready", "ready_at": 1715126460}
+ADMIN_META = {**META_EXAMPLE, "window": {"start": 0, "end": 0, "label": "none"}, "cache": "bypass"}
+
+
+class TrackedKeysData(BaseModel):
+    track_mode: bool = Field(description="False when ingest runs untracked (it takes every event).")
+    keys: list[TrackedKeyData]
+    discovered_relays: list[str] = Field(description="Relays found through NIP-65 and subscribed to.")
+
+
+class TrackedKeysEnvelope(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "data": {"track_mode": True, "keys": [KEY_EXAMPLE], "discovered_relays": ["wss://relay.example.com"]},
+        "meta": ADMIN_META}]})
+    data: TrackedKeysData
+    meta: Meta
+
+
+class TrackKeyData(BaseModel):
+    key: TrackedKeyData
+    added: bool = Field(description="False when the key was already tracked.")
+    track_mode: bool
+
+
+class TrackKeyEnvelope(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "data": {"key": {**KEY_EXAMPLE, "state": "backfilling", "ready_at": None}, "added": True, "track_mode": True},
+        "meta": ADMIN_META}]})
+    data: TrackKeyData
+    meta: Meta
+
+
+class UntrackData(BaseModel):
+    removed: bool
+
+
+class UntrackEnvelope(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"data": {"removed": True}, "meta": ADMIN_META}]})
+    data: UntrackData
+    meta: Meta
 
 
 def _client(request: Request) -> IngestClient:
@@ -56,7 +110,7 @@ async def _ingest(call):  # type: ignore[no-untyped-def]
 
 
 @router.get("/api/v2/admin/tracked-keys", summary="List tracked keys", description=TRACK_DOC,
-            responses=errors(*READ_ERRORS), openapi_extra=SECURED)
+            response_model=TrackedKeysEnvelope, responses=errors(*READ_ERRORS), openapi_extra=SECURED)
 async def list_tracked(request: Request, principal: Admin) -> JSONResponse:
     resp = await _ingest(_client(request).tracked())
     return _answer(request, {"track_mode": resp.track_mode, "keys": [key_json(k) for k in resp.keys],
@@ -64,8 +118,10 @@ async def list_tracked(request: Request, principal: Admin) -> JSONResponse:
 
 
 @router.post("/api/v2/admin/tracked-keys", summary="Track a key", description=TRACK_DOC,
-             responses={200: {"description": "The key was already tracked."}, **errors(*READ_ERRORS)},
-             openapi_extra=SECURED, status_code=201)
+             response_model=TrackKeyEnvelope, status_code=201, openapi_extra=SECURED,
+             responses={200: {"description": "The key was already tracked.", "model": TrackKeyEnvelope},
+                        201: {"description": "The key is tracked from now on; its backfill has started."},
+                        **errors(*READ_ERRORS)})
 async def track(request: Request, principal: Admin, body: TrackKeyBody) -> JSONResponse:
     resp = await _ingest(_client(request).track(body.key, "api"))
     gateway(request).versions.invalidate()  # answers' partial reasons depend on the tracked keys
@@ -74,8 +130,9 @@ async def track(request: Request, principal: Admin, body: TrackKeyBody) -> JSONR
 
 
 @router.delete("/api/v2/admin/tracked-keys/{key}", summary="Stop tracking a key", description=TRACK_DOC,
-               responses=errors(*READ_ERRORS), openapi_extra=SECURED)
-async def untrack(request: Request, principal: Admin, key: str) -> JSONResponse:
+               response_model=UntrackEnvelope, responses=errors(*READ_ERRORS), openapi_extra=SECURED)
+async def untrack(request: Request, principal: Admin,
+                  key: Annotated[str, Path(description="The key as hex, npub, nprofile or NIP-05.")]) -> JSONResponse:
     resp = await _ingest(_client(request).untrack(key))
     gateway(request).versions.invalidate()
     return _answer(request, {"removed": resp.removed})

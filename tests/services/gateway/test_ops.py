@@ -16,7 +16,8 @@ ENDPOINTS = {
     "/api/v2/analytics/jobs/{job_id}": {"get", "delete"}, "/api/v2/analytics/jobs/{job_id}/result": {"get"},
     "/api/v1/analytics/summary": {"get"}, "/api/v1/analytics/drilldown": {"get"},
     "/api/v2/admin/flag": {"get", "put"}, "/ui/config.json": {"get"}, "/healthz": {"get"}, "/readyz": {"get"},
-    "/metrics": {"get"},
+    "/metrics": {"get"}, "/api/v2/admin/tracked-keys": {"get", "post"},
+    "/api/v2/admin/tracked-keys/{key}": {"delete"},
 }
 
 
