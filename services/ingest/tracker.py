@@ -74,11 +74,12 @@ class Tracker:
         """Grow the interest set from a committed batch; reload at once so no client settles on a stale view."""
         if not self.keys:
             return
-        events = [items[o.index].value for o in result.outcomes
-                  if o.status in LEARN_STATUSES and 0 <= o.index < len(items) and isinstance(items[o.index].value, dict)]
+        events: list[dict[str, Any]] = [
+            v for o in result.outcomes
+            if o.status in LEARN_STATUSES and 0 <= o.index < len(items) and isinstance(v := items[o.index].value, dict)]
         if any(e.get("kind") == RELAY_LIST_KIND for e in events):
             self._discovery_due = True
-        rows = learn_rows(events, self.keys, self._owners)  # type: ignore[arg-type]
+        rows = learn_rows(events, self.keys, self._owners)
         if not rows:
             return
         inserted: int = await asyncio.to_thread(self.store.add, rows)

@@ -41,9 +41,9 @@ class TrackedKeyData(BaseModel):
     ready_at: int | None = Field(description="When the first backfill completed (unix seconds).")
 
 
-KEY_EXAMPLE = {"pubkey": EXAMPLE_PUBKEY, "npub": EXAMPLE_NPUB, "added_at": 1715126400, "source": "api", "label": "",
+KEY_EXAMPLE: dict[str, Any] = {"pubkey": EXAMPLE_PUBKEY, "npub": EXAMPLE_NPUB, "added_at": 1715126400, "source": "api", "label": "",
                "state": "ready", "ready_at": 1715126460}
-ADMIN_META = {**META_EXAMPLE, "window": {"start": 0, "end": 0, "label": "none"}, "cache": "bypass"}
+ADMIN_META: dict[str, Any] = {**META_EXAMPLE, "window": {"start": 0, "end": 0, "label": "none"}, "cache": "bypass"}
 
 
 class TrackedKeysData(BaseModel):
