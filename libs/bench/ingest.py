@@ -21,8 +21,8 @@ from libs.db.engine import make_engine
 BATCH = 1000  # `canal import`'s default batch
 PROFILE_FUNCTIONS = {
     "admission (parse + id + BIP-340 + zap checks)": "admit_items",
-    "storage without the lock (COPY events, side rows, profiles, rejects)": "_store",
-    "derivation under the ingest lock": "_ingest_locked",
+    "storage without the lock (COPY events, side rows, profiles, rejects)": "store_batch",
+    "derivation under the ingest lock": "derive_locked",
     "  re-derive facts (load + map + write the diff)": "_rederive",
     "  write fact diff + dirty minutes": "_write_fact_diff",
     "commit": "commit",

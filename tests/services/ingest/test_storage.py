@@ -37,7 +37,7 @@ def test_an_event_already_stored_is_a_duplicate_and_writes_no_second_side_row(en
 
 
 def test_array_literals_round_trip_whatever_the_elements_hold(engine: Engine) -> None:
-    from services.ingest.store import _arr
+    from services.ingest.sql_values import arr as _arr
 
     cases: list[list[str]] = [[], [""], ["ab" * 32], ["", "x"], ["a,b", "{c}", "NULL", " sp ", 'q"uote', "back\\slash",
                                                                  "30023:" + "ab" * 32 + ":d\\t\"ag\t\n"]]
@@ -58,7 +58,7 @@ def test_a_nul_in_a_tag_is_found_from_the_tags_json_and_a_literal_backslash_u000
 def test_tune_gc_raises_the_gen0_threshold_once_and_never_lowers_it(monkeypatch: pytest.MonkeyPatch) -> None:
     import gc
 
-    from services.ingest import store
+    from services.ingest import gc_tuning as store
 
     before = gc.get_threshold()
     try:
