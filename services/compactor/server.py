@@ -10,16 +10,14 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Sequence
 from typing import NoReturn
 
 import grpc
 from arq.worker import Worker
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, status_pb2
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from prometheus_client import start_http_server
 from sqlalchemy import Engine
 
@@ -28,15 +26,16 @@ from canal.compactor.v1 import compactor_service_pb2 as pb
 from canal.compactor.v1 import compactor_service_pb2_grpc as pb_grpc
 from libs.config import Settings, get_settings
 from libs.db.engine import make_engine
+from libs.rpc import create_server as rpc_server
+from libs.telemetry import instrument_grpc_server, instrument_sqlalchemy, setup_logging, setup_tracing
 from services.compactor.retention import HORIZON_TIERS, keep_days, read_horizons
 from services.compactor.runs import RUN_TARGETS, read_watermarks, run_named
 from services.compactor.worker import worker_options
 
-__all__ = ["METRICS_PORT", "SERVICE_NAME", "CompactorService", "create_server", "main", "serve"]
+__all__ = ["SERVICE_NAME", "CompactorService", "create_server", "main", "serve"]
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CompactorService"].full_name
-METRICS_PORT = 9102
 GRACE_S = 10.0
 
 
@@ -113,19 +112,15 @@ class CompactorService(pb_grpc.CompactorServiceServicer):
         )
 
 
-async def create_server(address: str, engine: Engine, settings: Settings) -> tuple[grpc.aio.Server, int]:
-    """A not-yet-started grpc.aio server with CompactorService, health (SERVING) and reflection.
+def create_server(address: str, engine: Engine, settings: Settings,
+                  interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> tuple[grpc.aio.Server, int]:
+    """A not-yet-started grpc.aio server with CompactorService, health (SERVING) and reflection."""
 
-    Async because the asyncio health servicer sets statuses with coroutines.
-    """
-    server = grpc.aio.server(interceptors=[aio_server_interceptor()])
-    pb_grpc.add_CompactorServiceServicer_to_server(CompactorService(engine, settings), server)
-    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # not in grpc-stubs
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(address)
+    def register(server: grpc.aio.Server) -> list[str]:
+        pb_grpc.add_CompactorServiceServicer_to_server(CompactorService(engine, settings), server)
+        return [SERVICE_NAME]
+
+    server, port, _ = rpc_server(address, register, interceptors)
     return server, port
 
 
@@ -134,12 +129,14 @@ async def serve(settings: Settings | None = None, metrics_port: int | None = Non
     settings = settings or get_settings()
     if not settings.database_url or not settings.redis_url:
         raise RuntimeError("DATABASE_URL and REDIS_URL must be set (`canal up` starts embedded servers and sets them)")
+    setup_tracing("canal-compactor", settings)
     engine = make_engine(settings.database_url)
+    instrument_sqlalchemy(engine)
     if metrics_port is None:
         metrics_port = settings.metrics_port(2)
     if metrics_port:
         start_http_server(metrics_port, addr=settings.metrics_host)
-    server, port = await create_server(settings.compactor_addr, engine, settings)
+    server, port = create_server(settings.compactor_addr, engine, settings, [instrument_grpc_server()])  # type: ignore[list-item]
     await server.start()
     worker = Worker(**worker_options(settings), ctx={"settings": settings, "engine": engine}, handle_signals=False)
     worker_task = asyncio.create_task(worker.async_run())
@@ -170,7 +167,7 @@ async def _shutdown(server: grpc.aio.Server, worker: Worker, worker_task: asynci
 
 def main() -> None:
     """Entry point: `python -m services.compactor.server`."""
-    logging.basicConfig(level=get_settings().log_level)
+    setup_logging("compactor", get_settings().log_level)
     asyncio.run(serve())
 
 

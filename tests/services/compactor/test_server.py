@@ -34,7 +34,7 @@ BASE = 19_600 * DAY
 @pytest.fixture()
 async def channel(engine: Engine) -> AsyncIterator[grpc.aio.Channel]:
     settings = Settings(database_url=None, retain_facts_days=30, retain_minute_days=7, retain_hour_days=400)
-    server, port = await create_server("127.0.0.1:0", engine, settings)
+    server, port = create_server("127.0.0.1:0", engine, settings)
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as chan:
         yield chan
@@ -129,3 +129,31 @@ def test_serve_runs_grpc_and_the_cron_worker_and_stops_on_sigterm(db: str, redis
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+async def test_compactor_rpcs_are_traced_like_every_other_service(engine: Engine) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from libs.telemetry import instrument_grpc_server, setup_tracing
+
+    exporter = InMemorySpanExporter()
+    processor = SimpleSpanProcessor(exporter)
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        setup_tracing("canal-compactor-test", Settings(_env_file=None), processor=processor)  # type: ignore[call-arg]
+    else:
+        provider.add_span_processor(processor)
+    server, port = create_server("127.0.0.1:0", engine, Settings(database_url=None),
+                                 [instrument_grpc_server()])  # type: ignore[list-item]  # as serve() builds it
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as chan:
+            await pb_grpc.CompactorServiceStub(chan).GetRetention(pb.GetRetentionRequest())
+    finally:
+        await server.stop(None)
+        processor.shutdown()
+    names = [s.name for s in exporter.get_finished_spans()]
+    assert "/canal.compactor.v1.CompactorService/GetRetention" in names, names
