@@ -148,6 +148,12 @@ class CursorStore:
                 {"r": self.relay, "f": self.fhash}).one()
         return dict(row._mapping)
 
+    def forget(self) -> None:
+        """Remove a relay that never answered (nothing was ever received from it)."""
+        with self.engine.begin() as conn:
+            conn.execute(text("DELETE FROM relay_cursors WHERE relay = :r AND filter_hash = :f AND last_seen_at = 0 "
+                              "AND events_received = 0"), {"r": self.relay, "f": self.fhash})
+
     def health(self, connected: bool, seen_at: int | None = None, error: str | None = None) -> None:
         sets = ["connected = :c"]
         if seen_at is not None:
@@ -192,6 +198,7 @@ class RelayClient:
         chunk: int = 256,
         limits: RelayLimits | None = None,
         page_timeout: float = 30.0,
+        give_up_after: int | None = None,
     ) -> None:
         self.url = url
         self.store = IngestStore(engine)
@@ -207,6 +214,8 @@ class RelayClient:
         self.limits = limits or DEFAULT_LIMITS
         self._fixed_limits = limits is not None
         self.page_timeout = page_timeout
+        self.give_up_after = give_up_after  # attempts before a relay never reached is dropped (discovered ones)
+        self.abandoned = False
         self.cursor = 0
         self.mark = 0
         self.connected = False
@@ -273,6 +282,9 @@ class RelayClient:
                     attempt = 0
                 if self._stopping.is_set():
                     break
+                if self._never_reached() and self.give_up_after is not None and self.attempts >= self.give_up_after:
+                    await self._abandon()
+                    break
                 delay = min(self.backoff_cap, self.backoff_base * 2**attempt) * random.uniform(0.5, 1.0)
                 attempt += 1
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -282,7 +294,19 @@ class RelayClient:
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
             await self._flush()
-            await self._record(self.cursors.health, False, None, None)
+            if not self.abandoned:
+                await self._record(self.cursors.health, False, None, None)
+
+    def _never_reached(self) -> bool:
+        return self.connects == 0 and self.last_seen_at == 0 and self.events_received == 0
+
+    async def _abandon(self) -> None:
+        """A relay that was never reachable (a dead entry in someone's NIP-65 list): drop it, so that it
+        does not make every answer `relay_behind`; its row goes, it is logged."""
+        self.abandoned = True
+        log.warning("relay %s was never reachable in %d attempts (%s): dropped from the pool", self.url,
+                    self.attempts, self.last_error)
+        await self._record(self.cursors.forget)
 
     async def _load_cursor(self) -> dict[str, Any] | None:
         """The persisted cursor row, retried with backoff while the database is unreachable (None: stopped)."""

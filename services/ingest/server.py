@@ -49,6 +49,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["IngestService"].full_name
 MAX_BATCH = 1000
 GRACE_S = 5.0
 EXACT_COUNT_BELOW = 100_000  # below this estimate, count facts exactly
+DISCOVERED_ATTEMPTS = 4  # a relay found through NIP-65 that never answers in this many attempts is dropped
 
 T = TypeVar("T")
 OUTCOMES = {"admitted": pb.OUTCOME_ADMITTED, "duplicate": pb.OUTCOME_DUPLICATE, "rejected": pb.OUTCOME_REJECTED}
@@ -263,14 +264,14 @@ async def serve(settings: Settings | None = None) -> None:
     auth_key = await asyncio.to_thread(service_key, engine, settings.service_nsec)
     clients: list[RelayClient] = []  # the service reads this list: the demo's and discovered relays join it later
 
-    def spawn(url: str, interest: InterestView | None) -> RelayClient:
+    def spawn(url: str, interest: InterestView | None, discovered: bool = False) -> RelayClient:
         return RelayClient(url, engine, interest, on_batch=observe_batch, auth_key=auth_key,
-                           chunk=settings.interest_chunk)
+                           chunk=settings.interest_chunk, give_up_after=DISCOVERED_ATTEMPTS if discovered else None)
 
     tracker: Tracker | None = None
     has_keys: bool = await asyncio.to_thread(_has_tracked_keys, engine)
     if settings.track.strip() or has_keys:
-        tracker = Tracker(engine, settings, clients, lambda url: spawn(url, tracker))
+        tracker = Tracker(engine, settings, clients, lambda url, found: spawn(url, tracker, found))
         await tracker.add_configured(settings.track)
         await tracker.refresh(discover=False)
     clients += [spawn(url, tracker) for url in settings.relay_list()]

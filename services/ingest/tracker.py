@@ -41,11 +41,11 @@ class Tracker:
     """The InterestView every TRACK-mode relay client reads, and the relay pool it grows."""
 
     def __init__(self, engine: Engine, settings: Settings, clients: list[RelayClient],
-                 spawn: Callable[[str], RelayClient] | None = None) -> None:
+                 spawn: Callable[[str, bool], RelayClient] | None = None) -> None:
         self.engine, self.settings = engine, settings
         self.store = InterestStore(engine)
         self.clients = clients  # shared with the ingest service (status) and extended by discovery
-        self.spawn = spawn
+        self.spawn = spawn  # (url, discovered) -> a client; discovered relays are dropped if never reachable
         self.keys: set[str] = set()
         self._items: list[Item] = []
         self._owners: dict[str, str] = {}
@@ -147,6 +147,14 @@ class Tracker:
         if not self._discovery_due and time.monotonic() - self._last_discovery < 30:
             return
         self._discovery_due, self._last_discovery = False, time.monotonic()
+        try:
+            await self._spawn_discovered(cap)
+        except BaseException:
+            self._discovery_due = True  # not done: readiness waits for the next round
+            raise
+
+    async def _spawn_discovered(self, cap: int) -> None:
+        assert self.spawn is not None
         known = {normalize_relay_url(c.url) or c.url for c in self.clients}
         urls = await asyncio.to_thread(discover_relays, self.engine, sorted(self.keys),
                                        [i.value for i in self._items if i.sort == "author"],
@@ -159,14 +167,15 @@ class Tracker:
             log.info("NIP-65: subscribing to %s", url)
             self.discovered.append(url)
             known.add(url)
-            client = self.spawn(url)
+            client = self.spawn(url, True)
             self.clients.append(client)
             client.start()
 
     def settled(self) -> bool:
         """Every reachable relay client is connected, caught up and has backfilled every interest row."""
         top = max((i.id for i in self._items), default=0)
-        considered = [c for c in self.clients if c.connected or (c.connects == 0 and c.attempts <= 1)]
+        considered = [c for c in self.clients
+                      if not c.abandoned and (c.connected or (c.connects == 0 and c.attempts <= 1))]
         return bool(considered) and all(
             c.connected and c.caught_up and not c.backfilling and c.mark >= top for c in considered)
 

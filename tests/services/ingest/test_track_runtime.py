@@ -210,3 +210,23 @@ async def test_nip11_limits_are_kept_filters_subscriptions_and_page_size(engine:
     with engine.connect() as conn:
         stored = {r[0] for r in conn.execute(text("SELECT id FROM events"))}
     assert stored == {e["id"] for e in events}  # 60 reactions, paged 20 at a time
+
+
+async def test_a_dead_relay_in_a_nip65_list_is_dropped_and_does_not_keep_answers_partial(engine: Engine) -> None:
+    dead = "ws://127.0.0.1:9"  # nothing listens on the discard port
+    relay_list = sign_event(KEYS["a"], 10002, "", [["r", dead], ["r", "ws://127.0.0.1:7/"]], NOW - 7200)
+    relay, url = await start_local_relay([*history("a"), relay_list])
+    try:
+        canal = await start_tracked(engine, [url], [P["a"]])
+        try:
+            await wait_until(lambda: canal.ready(P["a"]) and len(canal.tracker.discovered) == 2
+                             and all(c.abandoned for c in canal.clients[1:]), what="the dead relays to be dropped")
+            live = await summary(engine, P["a"], int(time.time()))
+            assert live.reasons == (), live.reasons
+            with engine.connect() as conn:
+                relays = {r[0] for r in conn.execute(text("SELECT relay FROM relay_cursors"))}
+            assert relays == {url}
+        finally:
+            await canal.close()
+    finally:
+        relay.stop()

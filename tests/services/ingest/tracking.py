@@ -77,8 +77,9 @@ async def start_tracked(engine: Engine, seeds: Sequence[str], keys: Sequence[str
     clients: list[RelayClient] = []
     tracker = Tracker(engine, settings, clients)
 
-    def spawn(url: str) -> RelayClient:
-        return client(url, engine, interest=tracker, auth_key=SERVICE_KEY, chunk=settings.interest_chunk)
+    def spawn(url: str, discovered: bool = False) -> RelayClient:
+        return client(url, engine, interest=tracker, auth_key=SERVICE_KEY, chunk=settings.interest_chunk,
+                      give_up_after=3 if discovered else None)
 
     tracker.spawn = spawn
     for key in keys:
