@@ -27,7 +27,7 @@ from libs.db.engine import make_engine
 from libs.demo.live import trickle
 from libs.nostr.bech32 import npub_encode
 from libs.nostr.event import Rejection, parse_line
-from libs.nostr.identity import resolve_key
+from libs.nostr.identity import ResolvedKey, resolve_key
 from libs.rpc import CanalError, abort
 from libs.rpc import create_server as rpc_server
 from libs.service_key import service_key
@@ -136,12 +136,7 @@ class IngestService(pb_grpc.IngestServiceServicer):
 
 
     async def TrackKey(self, request: pb.TrackKeyRequest, context: grpc.aio.ServicerContext) -> pb.TrackKeyResponse:
-        try:
-            resolved = await asyncio.to_thread(resolve_key, request.key)
-        except ValueError as exc:
-            await abort(context, CanalError("INVALID_PUBKEY", str(exc), "Give 64 lowercase hex, an npub1…, an "
-                                            "nprofile1… or a NIP-05 name@domain that resolves.", "key"))
-            raise AssertionError("unreachable") from None
+        resolved = await _resolve(request.key, context)
         label = request.key.strip() if resolved.form == "nip05" else ""
         key, added = await asyncio.to_thread(self._interest.add_key, resolved.pubkey, request.source or "api", label)
         if self._tracker is not None:
@@ -150,12 +145,7 @@ class IngestService(pb_grpc.IngestServiceServicer):
 
     async def UntrackKey(self, request: pb.UntrackKeyRequest,
                          context: grpc.aio.ServicerContext) -> pb.UntrackKeyResponse:
-        try:
-            resolved = await asyncio.to_thread(resolve_key, request.key)
-        except ValueError as exc:
-            await abort(context, CanalError("INVALID_PUBKEY", str(exc), "Give the key as hex, npub, nprofile or "
-                                            "NIP-05.", "key"))
-            raise AssertionError("unreachable") from None
+        resolved = await _resolve(request.key, context)
         removed = await asyncio.to_thread(self._interest.remove_key, resolved.pubkey)
         if self._tracker is not None:
             self._tracker.poke()
@@ -167,6 +157,16 @@ class IngestService(pb_grpc.IngestServiceServicer):
         return pb.ListTrackedKeysResponse(
             keys=[tracked_proto(k) for k in keys], track_mode=self._tracker is not None,
             discovered_relays=list(self._tracker.discovered) if self._tracker is not None else [])
+
+
+async def _resolve(value: str, context: grpc.aio.ServicerContext) -> ResolvedKey:
+    """A key in any accepted form (NIP-05 over HTTP, in a thread), else the call ends INVALID_PUBKEY."""
+    try:
+        return await asyncio.to_thread(resolve_key, value)
+    except ValueError as exc:
+        await abort(context, CanalError("INVALID_PUBKEY", str(exc), "Give 64 lowercase hex, an npub1…, an "
+                                        "nprofile1… or a NIP-05 name@domain that resolves.", "key"))
+        raise AssertionError("unreachable") from None
 
 
 def tracked_proto(key: TrackedKey) -> pb.TrackedKey:
