@@ -33,8 +33,8 @@ test: install
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$rc
 
 lint: install
-	$(BIN)/ruff check libs services tests
-	$(BIN)/mypy libs services
+	$(BIN)/ruff check libs services tools tests
+	$(BIN)/mypy libs services tools
 
 bench: install
 	$(BIN)/canal bench $(if $(QUICK),--quick --out bench/quick,)

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
                                      "NIP-85; unset = generated once and stored in the database")
     demo: bool | None = Field(default=None, description="Seed and serve demo data; default: on when RELAYS is empty")
     demo_seed: int = 7
+    default_pubkey: str | None = Field(default=None, description="The dashboard's first key (hex); `canal up` sets "
+                                       "it to the demo network's creator in demo mode")
     demo_relay_port: int = 7777
     metrics_host: str = Field(default="0.0.0.0", description="Where Prometheus endpoints listen")
     metrics_port_base: int = Field(default=9100, description="Prometheus ports: base+1 ingest, +2 compactor, "

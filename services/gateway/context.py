@@ -11,7 +11,7 @@ from fastapi import Request
 from sqlalchemy import Engine, text
 
 from libs.config import Settings
-from libs.nostr.bech32 import parse_pubkey
+from libs.nostr.identity import parse_key
 from services.gateway.auth import Authenticator, ensure_demo_key
 from services.gateway.cache import AnswerCache
 from services.gateway.flags import FlagCache, serves_canonical
@@ -68,18 +68,16 @@ class Gateway:
         return self._demo_key
 
     async def default_pubkey(self) -> str | None:
-        """The first tracked pubkey, else (demo) the target with the most facts; cached for a minute."""
+        """DEFAULT_PUBKEY, else the first tracked key, else (demo) the target with the most facts (cached a minute)."""
+        if self.settings.default_pubkey:
+            return self.settings.default_pubkey
         for entry in self.settings.track.split(","):
             try:
-                return parse_pubkey(entry.strip())
+                return parse_key(entry).pubkey
             except ValueError:
                 continue
         if not self.settings.demo_mode():
             return None
-        if not self.settings.relay_list():  # the generated demo network: its creator is known up front
-            from libs.demo.generator import demo_pubkey
-
-            return demo_pubkey(self.settings.demo_seed)
         value, at = self._default_pubkey
         if time.monotonic() - at < 60 and at:
             return value

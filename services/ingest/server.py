@@ -1,7 +1,7 @@
 """The ingest process: gRPC `IngestService` plus one relay client per configured relay.
 
 `create_server` builds the gRPC server (tests bind port 0 in process); `serve` runs it
-with the relay clients (and, in demo mode, an in-process demo relay they read from)
+with the relay clients (the demo relay, in demo mode, is a relay like any other: `canal up` runs it)
 and the Prometheus exporter until SIGTERM/SIGINT, then stops the clients (committing
 their in-flight batches) before the server.
 """
@@ -13,8 +13,8 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, TypeVar
 
 import grpc
 from prometheus_client import start_http_server
@@ -24,7 +24,6 @@ from canal.ingest.v1 import ingest_service_pb2 as pb
 from canal.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
 from libs.config import Settings, get_settings
 from libs.db.engine import make_engine
-from libs.demo.live import trickle
 from libs.nostr.bech32 import npub_encode
 from libs.nostr.event import Rejection, parse_line
 from libs.nostr.identity import ResolvedKey, resolve_key
@@ -39,10 +38,7 @@ from services.ingest.relay_client import HEARTBEAT_S, InterestView, RelayClient,
 from services.ingest.store import BatchResult, IngestStore, RawItem
 from services.ingest.tracker import Tracker
 
-if TYPE_CHECKING:
-    from libs.demo.relay import DemoRelay
-
-__all__ = ["SERVICE_NAME", "IngestService", "create_server", "main", "serve", "start_demo_relay"]
+__all__ = ["SERVICE_NAME", "IngestService", "create_server", "main", "serve"]
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["IngestService"].full_name
@@ -75,7 +71,7 @@ class IngestService(pb_grpc.IngestServiceServicer):
         self._engine = engine
         self._settings = settings
         self._store = IngestStore(engine)
-        self._clients = clients  # not copied: serve() adds the demo relay's client once it is filled
+        self._clients = clients  # not copied: serve() adds relays found through NIP-65 later
         self._tracker = tracker
         self._interest = InterestStore(engine)
 
@@ -223,32 +219,8 @@ def create_server(address: str, engine: Engine, settings: Settings, clients: Seq
     return server, port
 
 
-async def start_demo_relay(engine: Engine, settings: Settings) -> tuple[DemoRelay, list[dict[str, Any]]]:
-    """Start the (empty) demo relay and generate its events; the caller publishes them, then subscribes.
-
-    The generator's `now` is kept in ingest_state, so a restart re-sends the same events (all duplicates)
-    instead of a time-shifted copy of the network.
-    """
-    from libs.demo.generator import generate
-    from libs.demo.relay import start_local_relay
-
-    def demo_now() -> int:
-        with engine.begin() as conn:
-            conn.execute(text("INSERT INTO ingest_state (name, value) VALUES ('demo_now', :n) ON CONFLICT DO NOTHING"),
-                         {"n": int(time.time())})
-            return int(conn.execute(text("SELECT value FROM ingest_state WHERE name = 'demo_now'")).scalar_one())
-
-    now = await asyncio.to_thread(demo_now)
-    events = await asyncio.to_thread(generate, settings.demo_seed, now)
-    try:
-        relay, _ = await start_local_relay([], port=settings.demo_relay_port)
-    except Exception:  # the usual port is taken: any port will do (the cursor row is per URL)
-        relay, _ = await start_local_relay([])
-    return relay, events
-
-
 async def serve(settings: Settings | None = None) -> None:
-    """Run gRPC + relay clients (+ the demo relay in demo mode, + Prometheus) until SIGTERM/SIGINT."""
+    """Run gRPC + relay clients (+ TRACK mode's tracker, + Prometheus) until SIGTERM/SIGINT."""
     from libs.telemetry import instrument_grpc_server, instrument_sqlalchemy, setup_tracing
 
     settings = settings or get_settings()
@@ -262,7 +234,7 @@ async def serve(settings: Settings | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     auth_key = await asyncio.to_thread(service_key, engine, settings.service_nsec)
-    clients: list[RelayClient] = []  # the service reads this list: the demo's and discovered relays join it later
+    clients: list[RelayClient] = []  # the service reads this list: relays found through NIP-65 join it later
 
     def spawn(url: str, interest: InterestView | None, discovered: bool = False) -> RelayClient:
         return RelayClient(url, engine, interest, on_batch=observe_batch, auth_key=auth_key,
@@ -285,65 +257,18 @@ async def serve(settings: Settings | None = None) -> None:
         client.start()
     tracking = asyncio.create_task(tracker.run(stop)) if tracker is not None else None
     gauges = asyncio.create_task(_export_lag(clients))
-    demo: DemoRelay | None = None
-    live: asyncio.Task[None] | None = None
-    if settings.demo_mode():
-        started = await _run_until_stopped(_start_demo(engine, settings, lambda url: spawn(url, tracker), clients),
-                                           stop)
-        if started is not None:
-            demo, events = started
-            live = asyncio.create_task(trickle(demo, events, settings.demo_seed, stop))
     await stop.wait()
-    if live is not None:
-        await live
     gauges.cancel()
     if tracking is not None:
         await tracking
     await asyncio.gather(*(c.stop() for c in clients))  # commits each in-flight batch
     await server.stop(GRACE_S)
-    if demo is not None:
-        demo.stop()
     engine.dispose()
 
 
 def _has_tracked_keys(engine: Engine) -> bool:
     with engine.connect() as conn:
         return conn.execute(text("SELECT EXISTS (SELECT 1 FROM tracked_keys)")).scalar() is True
-
-
-async def _start_demo(engine: Engine, settings: Settings, spawn: Callable[[str], RelayClient],
-                      clients: list[RelayClient]) -> tuple[DemoRelay, list[dict[str, Any]]]:
-    """Fill the demo relay, then subscribe to it.
-
-    The relay is filled before its client subscribes: the client then backfills it (paging), and only
-    a finished backfill moves the cursor, so an interrupted first run is completed by the next one.
-    Publishing to a live subscription instead would deliver old events behind an advanced cursor.
-    """
-    demo, events = await start_demo_relay(engine, settings)
-    log.info("demo relay on %s: publishing %d generated events", demo.url, len(events))
-    try:
-        await demo.publish(events)
-    except BaseException:
-        demo.stop()
-        raise
-    client = spawn(demo.url)
-    clients.append(client)
-    client.start()
-    return demo, events
-
-
-async def _run_until_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:
-    """`work`'s result, or None (and `work` cancelled) when `stop` is set first."""
-    task = asyncio.create_task(work)
-    stopped = asyncio.create_task(stop.wait())
-    await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    stopped.cancel()
-    if not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        return None
-    return task.result()
 
 
 async def _export_lag(clients: Sequence[RelayClient]) -> None:

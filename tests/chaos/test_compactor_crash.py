@@ -51,7 +51,7 @@ def _start(db: str, redis_url: str, log: Path) -> subprocess.Popen[bytes]:
                     COMPACT_MINUTE_EVERY_S="1", COMPACT_HOUR_EVERY_S="2", COMPACT_DAY_EVERY_S="2",
                     COMPACT_BATCH="100", PGAPPNAME=APP)
     out = log.open("ab")
-    return subprocess.Popen([sys.executable, "-m", "libs.cli.main", "serve", "compactor"], env=env, cwd=REPO,
+    return subprocess.Popen([sys.executable, "-m", "tools.cli.main", "serve", "compactor"], env=env, cwd=REPO,
                             stdout=out, stderr=out, start_new_session=True)
 
 

@@ -77,7 +77,7 @@ class LoadLoop:
 
 def _spawn(service: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     out = log.open("ab")
-    return subprocess.Popen([sys.executable, "-m", "libs.cli.main", "serve", service], env=env, cwd=REPO,
+    return subprocess.Popen([sys.executable, "-m", "tools.cli.main", "serve", service], env=env, cwd=REPO,
                             stdout=out, stderr=out, start_new_session=True)
 
 

@@ -18,7 +18,6 @@ import httpx
 import psutil
 import pytest
 
-from libs.demo.relay import DemoRelay, start_local_relay
 from libs.metrics import FactType
 from libs.nostr.keys import privkey_from_seed, pubkey_of, sign_event
 from services.gateway.auth import create_key
@@ -32,6 +31,7 @@ from tests.chaos.helpers import (
     wait_until,
 )
 from tests.e2e.suite import Suite, stop_suite, suite_env
+from tools.demo.relay import DemoRelay, start_local_relay
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
 LAG_LIMIT_S = 3

@@ -64,7 +64,7 @@ def suite_env(data_dir: Path, **extra: str) -> dict[str, str]:
 def start_suite(env: dict[str, str], log: Path, timeout: float = 240) -> Suite:
     """Start `canal up` and wait until the gateway is ready and the demo config is served."""
     out = log.open("ab")
-    proc = subprocess.Popen([sys.executable, "-m", "libs.cli.main", "up"], env=env, stdout=out, stderr=out,
+    proc = subprocess.Popen([sys.executable, "-m", "tools.cli.main", "up"], env=env, stdout=out, stderr=out,
                             cwd=env.get("CANAL_CWD", os.getcwd()))
     suite = Suite(proc, env, f"http://127.0.0.1:{env['PORT']}", log)
     deadline = time.monotonic() + timeout

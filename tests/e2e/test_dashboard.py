@@ -399,7 +399,7 @@ def test_phone_width_has_no_horizontal_overflow(suite: Suite, new_page: Any, sho
 # ---------------------------------------------------------------- TRACK mode (issue 13)
 
 def _track(suite: Suite, action: str, key: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "libs.cli.main", "track", action, key], env=suite.env,
+    done = subprocess.run([sys.executable, "-m", "tools.cli.main", "track", action, key], env=suite.env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
 

@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
-from libs.demo.generator import demo_pubkey
 from libs.nostr.keys import privkey_from_seed, pubkey_of
 from tests.chaos.helpers import Db, RequestLoop, short_tmp, start_suite_or_explain, suite_db_url, wait_until
 from tests.e2e.suite import stop_suite, suite_env
+from tools.demo.generator import demo_pubkey
 
 pytestmark = pytest.mark.timeout(150)
 REPO = Path(__file__).resolve().parents[2]
@@ -52,7 +52,7 @@ def test_flag_off_under_load_serves_legacy_with_no_error_and_no_schema_change(tm
             with RequestLoop(suite.base_url, suite.headers, next_request, workers=4) as load:
                 wait_until(lambda: sum(a.status == 200 for a in load.answers) >= 20, 30, "answers before the flip")
                 off_started = time.monotonic()
-                off = subprocess.run([sys.executable, "-m", "libs.cli.main", "flag", "set", "off"], cwd=REPO,
+                off = subprocess.run([sys.executable, "-m", "tools.cli.main", "flag", "set", "off"], cwd=REPO,
                                      env={**os.environ, "DATABASE_URL": suite_db_url(data_dir)},
                                      capture_output=True, text=True, timeout=60)
                 off_at = time.monotonic()

@@ -13,12 +13,12 @@ from typing import Any
 import httpx
 import pytest
 
-from libs.demo.relay import start_local_relay
 from libs.nostr.bech32 import npub_encode
 from libs.nostr.keys import privkey_from_seed, pubkey_of, sign_event
 from services.gateway.auth import create_key
 from tests.chaos.helpers import Db, LoopThread, short_tmp, suite_db_url
 from tests.e2e.suite import start_suite, stop_suite, suite_env, wait_for
+from tools.demo.relay import start_local_relay
 
 pytestmark = [pytest.mark.slow]
 
@@ -52,7 +52,7 @@ def test_canal_up_with_track_follows_a_creator_through_a_live_story() -> None:
                     return dict(r.json())
 
                 def tracked() -> list[dict[str, Any]]:
-                    out = subprocess.run([sys.executable, "-m", "libs.cli.main", "track", "list", "--json"],
+                    out = subprocess.run([sys.executable, "-m", "tools.cli.main", "track", "list", "--json"],
                                          env=suite.env, capture_output=True, text=True, timeout=30)
                     assert out.returncode == 0, out.stderr
                     return list(json.loads(out.stdout)["keys"])

@@ -11,13 +11,13 @@ import httpx
 import psutil
 import pytest
 
-from libs.demo.generator import demo_pubkey
 from libs.rpc import check_health
 from tests.chaos.helpers import Db, short_tmp, start_suite_or_explain, suite_db_url, wait_until
 from tests.e2e.suite import Suite, stop_suite, suite_env
+from tools.demo.generator import demo_pubkey
 
 pytestmark = pytest.mark.timeout(240)
-SERVICES = {"ingest", "compactor", "query", "worker", "gateway"}
+SERVICES = {"ingest", "compactor", "query", "worker", "gateway", "demo-relay"}
 GRPC = [("INGEST_ADDR", "canal.ingest.v1.IngestService"), ("COMPACTOR_ADDR", "canal.compactor.v1.CompactorService"),
         ("QUERY_ADDR", "canal.query.v1.QueryService"), ("QUERY_ADDR", "canal.jobs.v1.JobsService")]
 
@@ -51,7 +51,7 @@ def _leftovers(data_dir: Path, pids: list[int]) -> list[str]:
     return left
 
 
-def test_canal_up_runs_five_healthy_processes_stops_cleanly_and_restarts_on_the_same_data(tmp_path: Path) -> None:
+def test_canal_up_runs_every_process_healthy_stops_cleanly_and_restarts_on_the_same_data(tmp_path: Path) -> None:
     log = tmp_path / "canal-up.log"
     with short_tmp("cup-") as data_dir:
         env = suite_env(data_dir)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from libs.demo.generator import demo_pubkey
 from services.gateway.auth import demo_secret
 from tests.services.gateway.helpers import ALICE_PK, Stack, gateway_app, seed, serving
+from tools.demo.generator import demo_pubkey
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 ENDPOINTS = {
@@ -62,7 +62,8 @@ async def test_ui_config_outside_demo_mode_has_no_key(shared_stack: Stack) -> No
 
 async def test_ui_config_in_demo_mode_hands_loopback_clients_a_working_admin_key(stack: Stack) -> None:
     seed(stack.engine)
-    settings = stack.settings.model_copy(update={"demo": True})
+    # `canal up` runs the demo relay and hands the gateway the generated network's creator
+    settings = stack.settings.model_copy(update={"demo": True, "default_pubkey": demo_pubkey(stack.settings.demo_seed)})
     app = gateway_app(settings, stack.engine, stack.query_port)
     async with serving(app) as url, httpx.AsyncClient(base_url=url, verify=False) as http:
         config = (await http.get("/ui/config.json")).json()

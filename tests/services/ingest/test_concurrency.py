@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from libs.demo.generator import generate
 from services.ingest.store import INGEST_LOCK, BatchResult
 from tests.services.ingest.helpers import (
     ALICE,
@@ -36,6 +35,7 @@ from tests.services.ingest.helpers import (
     zap_receipt,
     zap_request,
 )
+from tools.demo.generator import generate
 
 Event = dict[str, Any]
 TABLES = ("events", "event_refs", "zap_receipts", "tombstones", "contact_lists", "profiles", "facts", "pubkeys",

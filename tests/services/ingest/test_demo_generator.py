@@ -8,13 +8,13 @@ from collections import Counter
 
 from sqlalchemy import Engine
 
-from libs.demo.generator import demo_pubkey, generate
-from libs.demo.signing import InvoiceSigner, Signer
 from libs.nostr.admission import admit
 from libs.nostr.event import Rejection
 from libs.nostr.invoices import decode_invoice, decode_invoice_bolt11, make_invoice
 from libs.nostr.keys import privkey_from_seed, sign_event
 from tests.services.ingest.helpers import facts, ingest, rows, scalar
+from tools.demo.generator import demo_pubkey, generate
+from tools.demo.signing import InvoiceSigner, Signer
 
 NOW = 1_790_000_000
 DAY = 86_400

@@ -6,8 +6,8 @@ import json
 
 import websockets
 
-from libs.demo.relay import FILTER_LIMIT, start_local_relay
 from tests.services.ingest.helpers import ALICE, BOB, T0, A, ev
+from tools.demo.relay import FILTER_LIMIT, start_local_relay
 
 
 async def _req(url: str, flt: dict[str, object]) -> list[dict[str, object]]:

@@ -13,7 +13,6 @@ from sqlalchemy import Engine
 from canal.ingest.v1 import ingest_service_pb2 as pb
 from canal.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
 from libs.config import Settings
-from libs.demo.relay import start_local_relay
 from services.ingest.server import SERVICE_NAME, create_server
 from tests.services.ingest.helpers import (
     ALICE,
@@ -26,6 +25,7 @@ from tests.services.ingest.helpers import (
     zap_receipt,
     zap_request,
 )
+from tools.demo.relay import start_local_relay
 
 
 async def _requests(lines: list[str]) -> AsyncIterator[pb.IngestEventsRequest]:

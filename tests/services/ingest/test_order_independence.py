@@ -9,7 +9,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
-from libs.demo.generator import generate
 from tests.services.ingest.helpers import (
     ALICE,
     BOB,
@@ -25,6 +24,7 @@ from tests.services.ingest.helpers import (
     zap_receipt,
     zap_request,
 )
+from tools.demo.generator import generate
 
 NOW = 1_790_000_000
 

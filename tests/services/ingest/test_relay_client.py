@@ -10,8 +10,6 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
-from libs.demo.generator import generate
-from libs.demo.relay import FILTER_LIMIT, DemoRelay, start_local_relay
 from libs.nostr.bech32 import npub_encode
 from services.ingest.relay_client import (
     KINDS,
@@ -37,6 +35,8 @@ from tests.services.ingest.helpers import (
     wait_until,
 )
 from tests.services.ingest.tracking import start_tracked
+from tools.demo.generator import generate
+from tools.demo.relay import FILTER_LIMIT, DemoRelay, start_local_relay
 
 NOW = int(time.time())
 

@@ -12,11 +12,11 @@ from typing import Any
 from sqlalchemy import Engine
 
 from canal.common.v1 import types_pb2
-from libs.demo.relay import DemoRelay, start_local_relay
 from libs.nostr.bech32 import note_encode
 from libs.nostr.keys import privkey_from_seed, pubkey_of, sign_event
 from tests.services.ingest.helpers import PROVIDER, wait_until, zap_receipt, zap_request
 from tests.services.ingest.tracking import differences, ingest_all, reference_db, start_tracked, summary
+from tools.demo.relay import DemoRelay, start_local_relay
 
 NOW = int(time.time())
 DAY = 86_400

@@ -15,11 +15,11 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from libs.demo.relay import start_local_relay
 from libs.nostr.keys import privkey_from_seed, pubkey_of, sign_event
 from services.ingest.interest import InterestStore
 from tests.services.ingest.helpers import wait_until
 from tests.services.ingest.tracking import differences, ingest_all, reference_db, start_tracked, summary
+from tools.demo.relay import start_local_relay
 
 NOW = int(time.time())
 KEYS = {name: privkey_from_seed(f"runtime-{name}") for name in ("a", "b", "fan1", "fan2", "fan3")}

@@ -22,9 +22,6 @@ from canal.query.v1 import query_service_pb2_grpc as pb_grpc
 from libs.config import Settings
 from libs.db.engine import make_engine
 from libs.db.migrate import upgrade
-from libs.drift.compare import Answer, Probe, fetch
-from libs.drift.sampling import Target
-from libs.drift.windows import WindowCase
 from libs.nostr.keys import privkey_from_seed
 from services.ingest.interest import InterestStore
 from services.ingest.relay_client import RelayClient
@@ -33,6 +30,9 @@ from services.ingest.tracker import Tracker
 from services.query.server import create_server
 from tests.conftest import with_database
 from tests.services.ingest.helpers import client, item
+from tools.drift.compare import Answer, Probe, fetch
+from tools.drift.sampling import Target
+from tools.drift.windows import WindowCase
 
 SERVICE_KEY = privkey_from_seed("track-service-key")
 WINDOWS = ("all", "365d", "30d", "7d", "24h", "1h")
@@ -114,7 +114,7 @@ def ingest_all(engine: Engine, events: Sequence[dict[str, Any]], receive_time: i
 
 @contextlib.asynccontextmanager
 async def query_stub(engine: Engine) -> AsyncIterator[pb_grpc.QueryServiceStub]:
-    """A query server on `engine` (in this loop) and a blocking stub for `libs.drift.compare.fetch`."""
+    """A query server on `engine` (in this loop) and a blocking stub for `tools.drift.compare.fetch`."""
     settings = Settings(database_url="postgresql://unused", canal_secret="x" * 32, sync_cost_limit=1e12)
     server, port = create_server("127.0.0.1:0", engine, settings)
     await server.start()
