@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -11,8 +15,14 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
+from opentelemetry import trace
+from sqlalchemy.exc import OperationalError
 
 from canal.common.v1 import types_pb2
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
+T = TypeVar("T")
 
 GRPC_TO_RPC_CODE = {
     grpc.StatusCode.INVALID_ARGUMENT: code_pb2.INVALID_ARGUMENT,
@@ -63,6 +73,57 @@ def error_info_from(exc: grpc.RpcError) -> types_pb2.ErrorInfo | None:
 async def abort(context: grpc.aio.ServicerContext, err: CanalError) -> None:
     """End the call with the error's status and ErrorInfo detail."""
     await context.abort_with_status(err.to_status())  # type: ignore[attr-defined]
+
+
+class Servicer:
+    """The base of every gRPC servicer: `handle` owns the span, the deadline, the thread hand-off and the
+    error mapping, so a handler writes only its work.
+
+    A handler raises `CanalError` for anything a caller can act on; `translate` maps a service's own
+    exceptions to one (the query service's planning errors); a database outage ends UNAVAILABLE and
+    anything else INTERNAL, logged, with no internals in the answer.
+    """
+
+    #: Span names are `<span_prefix>.<method>`.
+    span_prefix = "Service"
+
+    def translate(self, exc: Exception) -> CanalError | None:
+        """A service's own exception as a CanalError (None: not one of ours)."""
+        return None
+
+    @staticmethod
+    def deadline(context: grpc.aio.ServicerContext, cap: float | None = None) -> float | None:
+        """Seconds left for the call (the client's deadline), at most `cap`; None when neither bounds it."""
+        remaining = context.time_remaining()
+        if remaining is None:
+            return cap
+        return remaining if cap is None else min(remaining, cap)
+
+    async def handle(self, context: grpc.aio.ServicerContext, name: str, work: Callable[[], T] | Awaitable[T]) -> T:
+        """Run `work` (a blocking callable, in a worker thread; or an awaitable) inside the method's span,
+        ending the call with the mapped error status when it fails."""
+        with tracer.start_as_current_span(f"{self.span_prefix}.{name}"):
+            try:
+                if inspect.isawaitable(work):
+                    return await work
+                return await asyncio.to_thread(work)  # type: ignore[arg-type]
+            except grpc.aio.AbortError:
+                raise
+            except CanalError as err:
+                await abort(context, err)
+            except OperationalError:
+                log.warning("%s.%s: database unavailable", self.span_prefix, name, exc_info=True)
+                await abort(context, CanalError("UNAVAILABLE", "the service's database is unavailable",
+                                                "Retry in a few seconds.", status=grpc.StatusCode.UNAVAILABLE))
+            except Exception as exc:
+                mapped = self.translate(exc)
+                if mapped is not None:
+                    await abort(context, mapped)
+                log.exception("%s.%s failed", self.span_prefix, name)
+                await abort(context, CanalError("INTERNAL", "the request failed unexpectedly",
+                                                "Retry; if it persists, report the request id.",
+                                                status=grpc.StatusCode.INTERNAL))
+        raise AssertionError("unreachable: abort raises")
 
 
 def create_server(

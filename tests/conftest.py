@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis as redis_lib
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from libs.db.engine import make_engine, normalize_url
 from libs.db.migrate import upgrade
@@ -95,6 +95,14 @@ def db(migrated_db: str) -> str:
         conn.execute(text("TRUNCATE " + ", ".join(TABLES) + " RESTART IDENTITY CASCADE"))
     eng.dispose()
     return migrated_db
+
+
+@pytest.fixture()
+def engine(db: str) -> Iterator[Engine]:
+    """A pooled engine on the migrated, emptied database of the `db` fixture."""
+    eng = make_engine(db, pool_size=4)
+    yield eng
+    eng.dispose()
 
 
 @pytest.fixture(scope="session", params=["embedded", "machine"])

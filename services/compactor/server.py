@@ -11,21 +11,17 @@ import contextlib
 import logging
 import signal
 from collections.abc import Sequence
-from typing import NoReturn
 
 import grpc
 from arq.worker import Worker
-from google.protobuf import any_pb2
-from google.rpc import code_pb2, status_pb2
-from grpc_status import rpc_status
 from prometheus_client import start_http_server
 from sqlalchemy import Engine
 
-from canal.common.v1 import types_pb2
 from canal.compactor.v1 import compactor_service_pb2 as pb
 from canal.compactor.v1 import compactor_service_pb2_grpc as pb_grpc
 from libs.config import Settings, get_settings
 from libs.db.engine import make_engine
+from libs.rpc import CanalError, Servicer
 from libs.rpc import create_server as rpc_server
 from libs.telemetry import instrument_grpc_server, instrument_sqlalchemy, setup_logging, setup_tracing
 from services.compactor.retention import HORIZON_TIERS, keep_days, read_horizons
@@ -39,19 +35,10 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CompactorService"].full_name
 GRACE_S = 10.0
 
 
-async def _abort(
-    context: grpc.aio.ServicerContext, code: int, error_code: str, message: str, hint: str, field: str = ""
-) -> NoReturn:
-    """Fail the RPC with a google.rpc.Status carrying a canal.common.v1.ErrorInfo detail."""
-    detail = any_pb2.Any()
-    detail.Pack(types_pb2.ErrorInfo(code=error_code, message=message, hint=hint, field=field))
-    status = status_pb2.Status(code=code, message=message, details=[detail])
-    await context.abort_with_status(rpc_status.to_status(status))  # type: ignore[attr-defined]  # not in grpc-stubs
-    raise AssertionError("abort_with_status returned")  # pragma: no cover - it always raises
-
-
-class CompactorService(pb_grpc.CompactorServiceServicer):
+class CompactorService(Servicer, pb_grpc.CompactorServiceServicer):
     """Watermarks, on-demand runs and retention horizons over the compactor's tables."""
+
+    span_prefix = "CompactorService"
 
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self._engine = engine
@@ -60,7 +47,7 @@ class CompactorService(pb_grpc.CompactorServiceServicer):
     async def GetWatermarks(
         self, request: pb.GetWatermarksRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetWatermarksResponse:
-        marks = await asyncio.to_thread(read_watermarks, self._engine)
+        marks = await self.handle(context, "GetWatermarks", lambda: read_watermarks(self._engine))
         return pb.GetWatermarksResponse(
             watermarks=[
                 pb.Watermark(
@@ -75,34 +62,27 @@ class CompactorService(pb_grpc.CompactorServiceServicer):
 
     async def RunNow(self, request: pb.RunNowRequest, context: grpc.aio.ServicerContext) -> pb.RunNowResponse:
         target = request.tier.strip().lower()
-        if target not in RUN_TARGETS:
-            await _abort(
-                context,
-                code_pb2.INVALID_ARGUMENT,
-                "INVALID_TIER",
-                f"unknown tier {request.tier!r}",
-                f"use one of: {', '.join(RUN_TARGETS)}",
-                "tier",
-            )
-        try:
-            stats = await asyncio.to_thread(run_named, self._engine, self._settings, target)
-        except Exception as exc:
-            log.exception("RunNow(%s) failed", target)
-            await _abort(
-                context, code_pb2.INTERNAL, "COMPACTION_FAILED", f"{target} run failed: {exc}",
-                "the run rolled back and left a failed jobs row; retry, or check the database",
-            )
-        return pb.RunNowResponse(
-            buckets=stats.buckets,
-            facts_read=stats.facts_read,
-            duration_seconds=stats.duration_s,
-            outcome=stats.outcome,
-        )
+
+        def run() -> pb.RunNowResponse:
+            if target not in RUN_TARGETS:
+                raise CanalError("INVALID_TIER", f"unknown tier {request.tier!r}",
+                                 f"use one of: {', '.join(RUN_TARGETS)}", "tier")
+            try:
+                stats = run_named(self._engine, self._settings, target)
+            except Exception as exc:
+                log.exception("RunNow(%s) failed", target)
+                raise CanalError("COMPACTION_FAILED", f"{target} run failed: {exc}",
+                                 "the run rolled back and left a failed jobs row; retry, or check the database",
+                                 status=grpc.StatusCode.INTERNAL) from None
+            return pb.RunNowResponse(buckets=stats.buckets, facts_read=stats.facts_read,
+                                     duration_seconds=stats.duration_s, outcome=stats.outcome)
+
+        return await self.handle(context, "RunNow", run)
 
     async def GetRetention(
         self, request: pb.GetRetentionRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetRetentionResponse:
-        published = await asyncio.to_thread(read_horizons, self._engine)
+        published = await self.handle(context, "GetRetention", lambda: read_horizons(self._engine))
         days = keep_days(self._settings)
         return pb.GetRetentionResponse(
             horizons=[

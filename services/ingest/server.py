@@ -27,7 +27,7 @@ from libs.db.engine import make_engine
 from libs.nostr.bech32 import npub_encode
 from libs.nostr.event import Rejection, parse_line
 from libs.nostr.identity import ResolvedKey, resolve_key
-from libs.rpc import CanalError, abort
+from libs.rpc import CanalError, Servicer
 from libs.rpc import create_server as rpc_server
 from libs.service_key import service_key
 from services.ingest.batches import ingest_resilient
@@ -63,8 +63,10 @@ def request_item(req: pb.IngestEventsRequest) -> RawItem:
     return RawItem(value, req.origin or "grpc", safe_text(req.event_json))
 
 
-class IngestService(pb_grpc.IngestServiceServicer):
-    """Internal push of raw events and the ingest status (relay cursors, lag, totals)."""
+class IngestService(Servicer, pb_grpc.IngestServiceServicer):
+    """Internal push of raw events, the ingest status (relay cursors, lag, totals) and tracked keys."""
+
+    span_prefix = "IngestService"
 
     def __init__(self, engine: Engine, settings: Settings, clients: Sequence[RelayClient] = (),
                  tracker: Tracker | None = None) -> None:
@@ -94,15 +96,19 @@ class IngestService(pb_grpc.IngestServiceServicer):
     async def _commit(self, batch: list[RawItem], offset: int, resp: pb.IngestEventsResponse,
                       context: grpc.aio.ServicerContext) -> None:
         started = time.perf_counter()
-        try:
-            result: BatchResult = await asyncio.to_thread(ingest_resilient, self._store, batch, int(time.time()))
-        except Exception as exc:  # the database is down: nothing of this batch was committed
-            log.exception("IngestEvents batch at %d failed", offset)
-            await abort(context, CanalError(
-                "INGEST_FAILED", f"events {offset}..{offset + len(batch) - 1} were not committed: {type(exc).__name__}",
-                "earlier events of the stream were committed; retrying the whole stream is safe (duplicates are free)",
-                status=grpc.StatusCode.UNAVAILABLE))
-            return
+
+        def commit() -> BatchResult:
+            try:
+                return ingest_resilient(self._store, batch, int(time.time()))
+            except Exception as exc:  # the database is down: nothing of this batch was committed
+                log.exception("IngestEvents batch at %d failed", offset)
+                raise CanalError(
+                    "INGEST_FAILED",
+                    f"events {offset}..{offset + len(batch) - 1} were not committed: {type(exc).__name__}",
+                    "earlier events of the stream were committed; retrying the whole stream is safe (duplicates "
+                    "are free)", status=grpc.StatusCode.UNAVAILABLE) from None
+
+        result = await self.handle(context, "IngestEvents", commit)
         observe_batch(result, time.perf_counter() - started)
         if self._tracker is not None:
             await self._tracker.learned(batch, result)
@@ -118,7 +124,7 @@ class IngestService(pb_grpc.IngestServiceServicer):
         self, request: pb.GetIngestStatusRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetIngestStatusResponse:
         now = int(time.time())
-        totals, rows, facts = await asyncio.to_thread(_read_status, self._engine)
+        totals, rows, facts = await self.handle(context, "GetIngestStatus", lambda: _read_status(self._engine))
         relays = _relay_statuses(self._clients, rows, now)
         return pb.GetIngestStatusResponse(
             relays=[pb.RelayStatus(url=s.url, cursor=s.cursor, lag_seconds=s.lag_seconds, connected=s.connected,
@@ -132,37 +138,39 @@ class IngestService(pb_grpc.IngestServiceServicer):
 
 
     async def TrackKey(self, request: pb.TrackKeyRequest, context: grpc.aio.ServicerContext) -> pb.TrackKeyResponse:
-        resolved = await _resolve(request.key, context)
-        label = request.key.strip() if resolved.form == "nip05" else ""
-        key, added = await asyncio.to_thread(self._interest.add_key, resolved.pubkey, request.source or "api", label)
+        def track() -> tuple[TrackedKey, bool]:
+            resolved = _resolve(request.key)
+            label = request.key.strip() if resolved.form == "nip05" else ""
+            return self._interest.add_key(resolved.pubkey, request.source or "api", label)
+
+        key, added = await self.handle(context, "TrackKey", track)
         if self._tracker is not None:
             self._tracker.poke()
         return pb.TrackKeyResponse(key=tracked_proto(key), added=added, track_mode=self._tracker is not None)
 
     async def UntrackKey(self, request: pb.UntrackKeyRequest,
                          context: grpc.aio.ServicerContext) -> pb.UntrackKeyResponse:
-        resolved = await _resolve(request.key, context)
-        removed = await asyncio.to_thread(self._interest.remove_key, resolved.pubkey)
+        removed = await self.handle(context, "UntrackKey",
+                                    lambda: self._interest.remove_key(_resolve(request.key).pubkey))
         if self._tracker is not None:
             self._tracker.poke()
         return pb.UntrackKeyResponse(removed=removed)
 
     async def ListTrackedKeys(self, request: pb.ListTrackedKeysRequest,
                               context: grpc.aio.ServicerContext) -> pb.ListTrackedKeysResponse:
-        keys = await asyncio.to_thread(self._interest.tracked)
+        keys = await self.handle(context, "ListTrackedKeys", self._interest.tracked)
         return pb.ListTrackedKeysResponse(
             keys=[tracked_proto(k) for k in keys], track_mode=self._tracker is not None,
             discovered_relays=list(self._tracker.discovered) if self._tracker is not None else [])
 
 
-async def _resolve(value: str, context: grpc.aio.ServicerContext) -> ResolvedKey:
-    """A key in any accepted form (NIP-05 over HTTP, in a thread), else the call ends INVALID_PUBKEY."""
+def _resolve(value: str) -> ResolvedKey:
+    """A key in any accepted form (NIP-05 over HTTP: call it in a worker thread), else INVALID_PUBKEY."""
     try:
-        return await asyncio.to_thread(resolve_key, value)
+        return resolve_key(value)
     except ValueError as exc:
-        await abort(context, CanalError("INVALID_PUBKEY", str(exc), "Give 64 lowercase hex, an npub1…, an "
-                                        "nprofile1… or a NIP-05 name@domain that resolves.", "key"))
-        raise AssertionError("unreachable") from None
+        raise CanalError("INVALID_PUBKEY", str(exc), "Give 64 lowercase hex, an npub1…, an nprofile1… or a NIP-05 "
+                         "name@domain that resolves.", "key") from None
 
 
 def tracked_proto(key: TrackedKey) -> pb.TrackedKey:

@@ -9,12 +9,10 @@ admin) sees it; anyone else gets NOT_FOUND, never a hint that it exists.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -24,14 +22,13 @@ from google.rpc import code_pb2, status_pb2
 from opentelemetry import propagate
 from redis.exceptions import RedisError
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import OperationalError
 
 from canal.common.v1 import types_pb2
 from canal.jobs.v1 import jobs_service_pb2 as pb
 from canal.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
 from libs.config import Settings
 from libs.nostr.bech32 import parse_pubkey
-from libs.rpc import CanalError, abort
+from libs.rpc import CanalError, Servicer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -171,31 +168,10 @@ def _params(request: pb.CreateJobRequest) -> dict[str, Any]:
     return params
 
 
-def _guarded(handler: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
-    """Unexpected failures (a database outage, a bug) end as UNAVAILABLE/INTERNAL with no internals."""
+class JobsService(Servicer, pb_grpc.JobsServiceServicer):
+    """Create, read, cancel and fetch results of analytics jobs (`Servicer.handle` maps every failure)."""
 
-    @functools.wraps(handler)
-    async def wrapped(self: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
-        try:
-            return await handler(self, request, context)
-        except grpc.aio.AbortError:
-            raise
-        except OperationalError:
-            log.warning("%s: database unavailable", handler.__name__, exc_info=True)
-            await abort(context, CanalError("UNAVAILABLE", "the job store is unavailable",
-                                            "Retry in a few seconds.", status=grpc.StatusCode.UNAVAILABLE))
-        except Exception:
-            log.exception("%s failed", handler.__name__)
-            await abort(context, CanalError("INTERNAL", "the job request failed unexpectedly",
-                                            "Retry; if it persists, report the request id.",
-                                            status=grpc.StatusCode.INTERNAL))
-        raise AssertionError("unreachable")
-
-    return wrapped
-
-
-class JobsService(pb_grpc.JobsServiceServicer):
-    """Create, read, cancel and fetch results of analytics jobs."""
+    span_prefix = "JobsService"
 
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
@@ -212,21 +188,18 @@ class JobsService(pb_grpc.JobsServiceServicer):
             self._pool = await create_pool(redis_settings, default_queue_name=QUEUE_NAME)
         return self._pool
 
-    async def _visible(self, context: grpc.aio.ServicerContext, job_id: str, principal: str,
-                       admin: bool) -> dict[str, Any]:
+    async def _visible(self, job_id: str, principal: str, admin: bool) -> dict[str, Any]:
+        """The job, if this principal may see it; JOB_NOT_FOUND otherwise (never "exists but not yours")."""
         row = await asyncio.to_thread(load_job, self.engine, job_id) if job_id else None
         if row is None or not (admin or (principal and row["principal"] == principal)):
-            await abort(context, _not_found(job_id))
-            raise AssertionError("unreachable")
+            raise _not_found(job_id)
         return row
 
-    @_guarded
     async def CreateJob(self, request: pb.CreateJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
-        try:
-            params = _params(request)
-        except CanalError as err:
-            await abort(context, err)
-            raise
+        return await self.handle(context, "CreateJob", self._create(request, context))
+
+    async def _create(self, request: pb.CreateJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+        params = _params(request)
         job_id = secrets.token_hex(16)
         carrier: dict[str, str] = {}
         propagate.inject(carrier)  # the worker continues the trace of the request that made the job
@@ -239,25 +212,31 @@ class JobsService(pb_grpc.JobsServiceServicer):
         except (TimeoutError, RedisError, OSError, CanalError) as exc:
             log.warning("could not enqueue job %s: %s", job_id, type(exc).__name__)
             await asyncio.to_thread(delete_job, self.engine, job_id)
-            await abort(context, CanalError("UNAVAILABLE", *QUEUE_DOWN, status=grpc.StatusCode.UNAVAILABLE))
+            raise CanalError("UNAVAILABLE", *QUEUE_DOWN, status=grpc.StatusCode.UNAVAILABLE) from None
         return job_proto(row)
 
-    @_guarded
     async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
-        return job_proto(await self._visible(context, request.id, request.principal, request.admin))
+        return await self.handle(context, "GetJob", self._job(request.id, request.principal, request.admin))
 
-    @_guarded
     async def CancelJob(self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
-        await self._visible(context, request.id, request.principal, request.admin)
-        await asyncio.to_thread(cancel_job, self.engine, request.id)
-        return job_proto(await self._visible(context, request.id, request.principal, request.admin))
+        async def cancel() -> pb.Job:
+            await self._visible(request.id, request.principal, request.admin)
+            await asyncio.to_thread(cancel_job, self.engine, request.id)
+            return await self._job(request.id, request.principal, request.admin)
 
-    @_guarded
+        return await self.handle(context, "CancelJob", cancel())
+
     async def GetJobResult(self, request: pb.GetJobResultRequest,
                            context: grpc.aio.ServicerContext) -> pb.GetJobResultResponse:
-        row = await self._visible(context, request.id, request.principal, request.admin)
-        result = json.dumps(row["result"]) if row["state"] == "succeeded" and row["result"] is not None else ""
-        return pb.GetJobResultResponse(job=job_proto(row), result_json=result)
+        async def result() -> pb.GetJobResultResponse:
+            row = await self._visible(request.id, request.principal, request.admin)
+            text = json.dumps(row["result"]) if row["state"] == "succeeded" and row["result"] is not None else ""
+            return pb.GetJobResultResponse(job=job_proto(row), result_json=text)
+
+        return await self.handle(context, "GetJobResult", result())
+
+    async def _job(self, job_id: str, principal: str, admin: bool) -> pb.Job:
+        return job_proto(await self._visible(job_id, principal, admin))
 
 
 def add_jobs_service(server: grpc.aio.Server, engine: Engine, settings: Settings) -> str:

@@ -19,7 +19,7 @@ from canal.query.v1 import query_service_pb2_grpc as pb_grpc
 from libs.config import Settings
 from libs.db.engine import make_engine
 from libs.metrics import ENGAGEMENT_METRICS
-from libs.rpc import CanalError, abort
+from libs.rpc import CanalError, Servicer
 from libs.rpc import create_server as rpc_server
 from libs.windows.errors import PlanningError
 from libs.windows.windows import parse_tz
@@ -35,8 +35,10 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["QueryService"].full_name
 MAX_PAGE = 500
 
 
-class QueryService(pb_grpc.QueryServiceServicer):
-    """One place owns deadlines, tracing and error mapping; handlers write only their query."""
+class QueryService(Servicer, pb_grpc.QueryServiceServicer):
+    """Handlers write only their query; `Servicer.handle` owns deadlines, tracing and error mapping."""
+
+    span_prefix = "QueryService"
 
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
@@ -44,21 +46,11 @@ class QueryService(pb_grpc.QueryServiceServicer):
         self.secret = settings.canal_secret.encode()
 
     async def _call(self, context_: grpc.aio.ServicerContext, name: str, fn: Callable[..., T], *args: Any) -> T:
-        remaining = context_.time_remaining()
-        timeout = min(remaining, self.settings.query_deadline_s * 6) if remaining is not None else None
-        with tracer.start_as_current_span(f"QueryService.{name}"):
-            try:
-                return await asyncio.to_thread(svc.run_sql, self.engine, timeout, fn, *args)
-            except CanalError as err:
-                await abort(context_, err)
-            except PlanningError as err:
-                await abort(context_, svc.as_canal_error(err))
-            except Exception:
-                log.exception("query %s failed", name)
-                await abort(context_, CanalError("INTERNAL", "the query failed unexpectedly",
-                                                 "Retry; if it persists, report the request id.",
-                                                 status=grpc.StatusCode.INTERNAL))
-        raise AssertionError("unreachable")
+        timeout = self.deadline(context_, self.settings.query_deadline_s * 6)
+        return await self.handle(context_, name, lambda: svc.run_sql(self.engine, timeout, fn, *args))
+
+    def translate(self, exc: Exception) -> CanalError | None:
+        return svc.as_canal_error(exc) if isinstance(exc, PlanningError) else None
 
     def _check_sync(self, conn: Any, snap: context.Snapshot, window: Any, legacy: bool, enforce: bool) -> None:
         if not enforce:
@@ -86,22 +78,20 @@ class QueryService(pb_grpc.QueryServiceServicer):
                 pubkey=pubkey, metrics=[types_pb2.MetricValue(name=n, value=values[n]) for n in names],
                 meta=answer.meta())
 
-        return await self._call(context_, "GetSummary", _guard(run))
+        return await self._call(context_, "GetSummary", run)
 
     async def GetDrilldown(self, request: pb.GetDrilldownRequest,
                            context_: grpc.aio.ServicerContext) -> pb.GetDrilldownResponse:
         legacy = request.source == types_pb2.SOURCE_LEGACY
         dim = request.dimension
-        if dim not in svc.DIMENSIONS:
-            raise_bad = CanalError("INVALID_DIMENSION", f"unknown dimension {dim!r}",
-                                   "Use one of: note, counterparty, kind, time.", "dimension")
-            await abort(context_, raise_bad)
         size = request.page_size or 50
-        if not 1 <= size <= MAX_PAGE:
-            await abort(context_, CanalError("INVALID_LIMIT", f"limit {size} is out of range",
-                                             f"Use 1 to {MAX_PAGE}.", "limit"))
 
         def run(conn: Any) -> pb.GetDrilldownResponse:
+            if dim not in svc.DIMENSIONS:
+                raise CanalError("INVALID_DIMENSION", f"unknown dimension {dim!r}",
+                                 "Use one of: note, counterparty, kind, time.", "dimension")
+            if not 1 <= size <= MAX_PAGE:
+                raise CanalError("INVALID_LIMIT", f"limit {size} is out of range", f"Use 1 to {MAX_PAGE}.", "limit")
             pubkey = _pubkey(request.pubkey)
             window = svc.window_of(request.window)
             snap = context.snapshot(conn, pubkey, window.end, self.settings.ingest_lag_limit_s)
@@ -112,7 +102,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
             answer = svc.Answer(window, legacy, execution, snap.freshness)
             return pb.GetDrilldownResponse(dimension=dim, rows=rows, next_page_token=token, meta=answer.meta())
 
-        return await self._call(context_, "GetDrilldown", _guard(run))
+        return await self._call(context_, "GetDrilldown", run)
 
     def _drilldown(self, conn: Any, request: pb.GetDrilldownRequest, pubkey: str, target: int | None, window: Any,
                    legacy: bool, size: int, execution: q.Execution) -> tuple[list[pb.DrilldownRow], str]:
@@ -169,7 +159,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
                 raw_ranges=[x for r in plan.raw for x in r], missing_ranges=[x for r in plan.missing for x in r],
                 plan=types_pb2.Plan(tiers=plan.buckets))
 
-        return await self._call(context_, "ExplainPlan", _guard(run))
+        return await self._call(context_, "ExplainPlan", run)
 
     async def EstimateCost(self, request: pb.EstimateCostRequest,
                            context_: grpc.aio.ServicerContext) -> pb.EstimateCostResponse:
@@ -182,7 +172,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
             return pb.EstimateCostResponse(cost=cost, sync_limit=limit, go_async=cost > limit,
                                            plan=types_pb2.Plan(tiers=tiers))
 
-        return await self._call(context_, "EstimateCost", _guard(run))
+        return await self._call(context_, "EstimateCost", run)
 
     async def GetDataVersion(self, request: pb.GetDataVersionRequest,
                              context_: grpc.aio.ServicerContext) -> pb.GetDataVersionResponse:
@@ -204,18 +194,6 @@ def _pubkey(value: str) -> str:
         raise CanalError("INVALID_PUBKEY", "pubkey is required", "Pass pubkey=… (64 lowercase hex or npub1…).",
                          "pubkey")
     return svc.pubkey_of(value)
-
-
-def _guard(fn: Callable[[Any], T]) -> Callable[[Any], T]:
-    """Planning errors raised inside the SQL thread become CanalErrors with their code."""
-
-    def wrapped(conn: Any) -> T:
-        try:
-            return fn(conn)
-        except PlanningError as exc:
-            raise svc.as_canal_error(exc) from exc
-
-    return wrapped
 
 
 def create_server(address: str, engine: Engine, settings: Settings,
