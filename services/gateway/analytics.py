@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from typing import Any
 
@@ -93,8 +92,12 @@ async def create_job(gw: Gateway, q: AnalyticsQuery, principal: Principal, sourc
     """A job row + queue entry in the query process; 503 with a hint when the queue is down."""
     if not gw.redis.available:
         raise unavailable("the job queue is unavailable", QUEUE_DOWN_HINT)
-    request = jpb.CreateJobRequest(kind=q.kind, params_json=json.dumps(q.job_params()), principal=principal.id,
-                                   source=SOURCES[source])
+    start, end, label = q.resolved
+    request = jpb.CreateJobRequest(principal=principal.id, window=types_pb2.Window(start=start, end=end, label=label))
+    if q.kind == "summary":
+        request.summary.CopyFrom(q.summary_request(SOURCES[source], enforce=False))
+    else:
+        request.drilldown.CopyFrom(q.drilldown_request(SOURCES[source], enforce=False))
     try:
         return await gw.client.call(gw.client.jobs.CreateJob, request)
     except UpstreamError as exc:

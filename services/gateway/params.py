@@ -108,16 +108,6 @@ class AnalyticsQuery:
             granularity=self.granularity, tz=self.tz, page_size=self.limit, page_token=self.cursor,
             source=source, enforce_sync_limit=enforce)
 
-    def job_params(self) -> dict[str, Any]:
-        """The job's parameters (services/query/worker.py reads exactly these keys)."""
-        return {"pubkey": self.pubkey,
-                "window": {"window": self.window or "", "start": self.start or "", "end": self.end or "",
-                           "now": self.now},
-                "resolved": {"start": self.resolved[0], "end": self.resolved[1], "label": self.resolved[2]},
-                "metrics": list(self.metrics), "tz": self.tz, "dimension": self.dimension,
-                "metric": self.metric, "granularity": self.granularity, "limit": self.limit,
-                "cursor": self.cursor}
-
 
 def build_query(kind: str, pubkey: str | None, window: str | None, start: str | None, end: str | None, *,
                 metrics: str | list[str] | None = None, tz: str | None = None, dimension: str | None = None,

@@ -9,15 +9,16 @@ admin) sees it; anyone else gets NOT_FOUND, never a hint that it exists.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
 import time
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar, Union
 
 import grpc
 from arq.connections import ArqRedis, RedisSettings, create_pool
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, json_format
 from google.rpc import code_pb2, status_pb2
 from opentelemetry import propagate
 from redis.exceptions import RedisError
@@ -26,6 +27,7 @@ from sqlalchemy import Engine, text
 from canal.common.v1 import types_pb2
 from canal.jobs.v1 import jobs_service_pb2 as pb
 from canal.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
+from canal.query.v1 import query_service_pb2 as qpb
 from libs.config import Settings
 from libs.nostr.bech32 import parse_pubkey
 from libs.rpc import CanalError, Servicer
@@ -35,7 +37,6 @@ T = TypeVar("T")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["JobsService"].full_name
 QUEUE_NAME = "canal:jobs"
 JOB_FUNCTION = "run_query_job"
-KINDS = ("summary", "drilldown")
 ACTIVE = ("queued", "running")
 TERMINAL = ("succeeded", "failed", "cancelled")
 STATES = {"queued": pb.JOB_STATE_QUEUED, "running": pb.JOB_STATE_RUNNING, "succeeded": pb.JOB_STATE_SUCCEEDED,
@@ -128,14 +129,15 @@ def error_status(error: dict[str, Any]) -> status_pb2.Status:
 def job_proto(row: dict[str, Any]) -> pb.Job:
     job = pb.Job(id=row["id"], state=STATES.get(row["state"], pb.JOB_STATE_UNSPECIFIED), phase=row["phase"] or "",
                  progress=float(row["progress"] or 0.0), created_at=int(row["created_at"]),
-                 updated_at=int(row["updated_at"]), kind=row["kind"], principal=row["principal"] or "",
-                 params_json=json.dumps(row["params"] or {}))
+                 updated_at=int(row["updated_at"]), kind=row["kind"], principal=row["principal"] or "")
+    params = row["params"] or {}
+    with contextlib.suppress(ValueError, json_format.ParseError):
+        getattr(job, row["kind"]).CopyFrom(job_query(row["kind"], params))
+        json_format.ParseDict(params.get("window") or {}, job.window, ignore_unknown_fields=True)
     if row.get("error"):
         job.error.CopyFrom(error_status(row["error"]))
     return job
 
-
-# ---------------------------------------------------------------- the gRPC servicer
 
 def _invalid(code: str, message: str, hint: str, field: str) -> CanalError:
     return CanalError(code, message, hint, field, status=grpc.StatusCode.INVALID_ARGUMENT)
@@ -147,25 +149,33 @@ def _not_found(job_id: str) -> CanalError:
                       status=grpc.StatusCode.NOT_FOUND)
 
 
-def _params(request: pb.CreateJobRequest) -> dict[str, Any]:
-    if request.kind not in KINDS:
-        raise _invalid("INVALID_KIND", f"unknown job kind {request.kind[:40]!r}", "Use summary or drilldown.", "kind")
+QueryRequest: TypeAlias = Union[qpb.GetSummaryRequest, qpb.GetDrilldownRequest]  # noqa: UP007 - a runtime alias
+REQUEST_TYPES: dict[str, Any] = {"summary": qpb.GetSummaryRequest, "drilldown": qpb.GetDrilldownRequest}
+
+
+def job_params(request: pb.CreateJobRequest) -> tuple[str, dict[str, Any]]:
+    """(kind, the jobs row's params): the typed query as its protobuf JSON, and the resolved window."""
+    kind = request.WhichOneof("query")
+    if kind is None:
+        raise _invalid("INVALID_REQUEST", "the job names no query", "Set `summary` or `drilldown`.", "query")
     if not request.principal:
         raise _invalid("INVALID_REQUEST", "principal is required", "Pass the caller's principal id.", "principal")
+    query = getattr(request, kind)
     try:
-        params = json.loads(request.params_json or "{}")
-    except ValueError:
-        params = None
-    if not isinstance(params, dict):
-        raise _invalid("INVALID_REQUEST", "params_json is not a JSON object", "Send the parameters as a JSON "
-                       "object.", "params_json")
-    try:
-        params["pubkey"] = parse_pubkey(str(params.get("pubkey", "")))
+        query.pubkey = parse_pubkey(query.pubkey)
     except ValueError as exc:
         raise _invalid("INVALID_PUBKEY", str(exc), "Pass 64 lowercase hex characters or an npub1… string.",
                        "pubkey") from None
-    params["source"] = "legacy" if request.source == types_pb2.SOURCE_LEGACY else "canonical"
-    return params
+    return kind, {"request": json_format.MessageToDict(query, preserving_proto_field_name=True),
+                  "window": json_format.MessageToDict(request.window, preserving_proto_field_name=True)}
+
+
+def job_query(kind: str, params: dict[str, Any]) -> QueryRequest:
+    """The typed query of a jobs row (ValueError when the row predates typed jobs or is damaged)."""
+    if kind not in REQUEST_TYPES or not isinstance(params.get("request"), dict):
+        raise ValueError(f"job parameters of kind {kind!r} hold no typed request")
+    request: QueryRequest = json_format.ParseDict(params["request"], REQUEST_TYPES[kind](), ignore_unknown_fields=True)
+    return request
 
 
 class JobsService(Servicer, pb_grpc.JobsServiceServicer):
@@ -199,13 +209,13 @@ class JobsService(Servicer, pb_grpc.JobsServiceServicer):
         return await self.handle(context, "CreateJob", self._create(request, context))
 
     async def _create(self, request: pb.CreateJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
-        params = _params(request)
+        kind, params = job_params(request)
         job_id = secrets.token_hex(16)
         carrier: dict[str, str] = {}
         propagate.inject(carrier)  # the worker continues the trace of the request that made the job
         if carrier:
             params["trace_context"] = carrier
-        row = await asyncio.to_thread(insert_job, self.engine, job_id, request.kind, request.principal, params)
+        row = await asyncio.to_thread(insert_job, self.engine, job_id, kind, request.principal, params)
         try:
             queue = await self._queue()
             await queue.enqueue_job(JOB_FUNCTION, job_id, _job_id=job_id, _queue_name=QUEUE_NAME)

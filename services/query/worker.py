@@ -73,31 +73,12 @@ async def _phase(engine: Any, job_id: str, phase: str) -> None:
         raise Cancelled(job_id)
 
 
-def _window(params: dict[str, Any]) -> types_pb2.WindowSpec:
-    w = params.get("window") or {}
-    return types_pb2.WindowSpec(window=str(w.get("window", "")), start=str(w.get("start", "")),
-                                end=str(w.get("end", "")), now=int(w.get("now", 0) or 0))
-
-
-def _source(params: dict[str, Any]) -> int:
-    return types_pb2.SOURCE_LEGACY if params.get("source") == "legacy" else types_pb2.SOURCE_CANONICAL
-
-
-async def _query(stub: qpb_grpc.QueryServiceStub, kind: str, params: dict[str, Any],
-                 timeout: float) -> dict[str, Any]:
-    """The full request (no sync limit) and its envelope payload."""
-    if kind == "summary":
-        resp = await stub.GetSummary(qpb.GetSummaryRequest(
-            pubkey=params["pubkey"], window=_window(params), metrics=list(params.get("metrics") or []),
-            source=_source(params), enforce_sync_limit=False), timeout=timeout)
-        return summary_payload(resp)
-    dresp = await stub.GetDrilldown(qpb.GetDrilldownRequest(
-        pubkey=params["pubkey"], window=_window(params), dimension=str(params.get("dimension", "")),
-        metric=str(params.get("metric", "")), granularity=str(params.get("granularity", "")),
-        tz=str(params.get("tz", "")), page_size=int(params.get("limit") or 0),
-        page_token=str(params.get("cursor", "")), source=_source(params), enforce_sync_limit=False),
-        timeout=timeout)
-    return drilldown_payload(dresp, int((params.get("window") or {}).get("now", 0) or 0))
+async def _query(stub: qpb_grpc.QueryServiceStub, request: jobs.QueryRequest, timeout: float) -> dict[str, Any]:
+    """The job's request, without the sync limit, and its envelope payload."""
+    request.enforce_sync_limit = False
+    if isinstance(request, qpb.GetSummaryRequest):
+        return summary_payload(await stub.GetSummary(request, timeout=timeout))
+    return drilldown_payload(await stub.GetDrilldown(request, timeout=timeout), request.window.now)
 
 
 async def _names(stub: qpb_grpc.QueryServiceStub, payload: dict[str, Any], timeout: float) -> None:
@@ -119,12 +100,18 @@ async def _names(stub: qpb_grpc.QueryServiceStub, payload: dict[str, Any], timeo
 async def _execute(ctx: dict[str, Any], job_id: str, row: dict[str, Any]) -> None:
     """planning -> reading_aggregates|scanning_facts -> combining -> storing."""
     engine, stub, settings = ctx["engine"], ctx["query"], ctx["settings"]
-    params, deadline = row["params"], settings.query_deadline_s
-    plan = await stub.ExplainPlan(qpb.ExplainPlanRequest(pubkey=params["pubkey"], window=_window(params)),
+    deadline = settings.query_deadline_s
+    try:
+        request = jobs.job_query(row["kind"], row["params"] or {})
+    except ValueError as exc:
+        await _fail(engine, job_id, "INVALID_REQUEST", f"the job cannot be run: {exc}",
+                    "Start a new job (jobs made before the typed job contract cannot run).", "INVALID_ARGUMENT")
+        raise Cancelled(job_id) from None
+    plan = await stub.ExplainPlan(qpb.ExplainPlanRequest(pubkey=request.pubkey, window=request.window),
                                   timeout=deadline)
-    reads_aggregates = params.get("source") != "legacy" and any(plan.plan.tiers.values())
+    reads_aggregates = request.source != types_pb2.SOURCE_LEGACY and any(plan.plan.tiers.values())
     await _phase(engine, job_id, "reading_aggregates" if reads_aggregates else "scanning_facts")
-    payload = await _query(stub, row["kind"], params, deadline * 6 + 5)
+    payload = await _query(stub, request, deadline * 6 + 5)
     await _phase(engine, job_id, "combining")
     await _names(stub, payload, deadline)
     await _phase(engine, job_id, "storing")

@@ -55,13 +55,12 @@ def job_status(job: jpb.Job) -> dict[str, Any]:
 
 def job_meta(job: jpb.Job) -> dict[str, Any]:
     """Meta of a job answer: the job's source and resolved window; nothing read yet."""
-    try:
-        params = json.loads(job.params_json or "{}")
-        resolved = params.get("resolved") or {}
-        return placeholder_meta(params.get("source", "canonical"), int(resolved.get("start", 0)),
-                                int(resolved.get("end", 0)), str(resolved.get("label", "none")))
-    except (ValueError, TypeError, AttributeError):
-        return placeholder_meta("canonical")
+    kind = job.WhichOneof("query")
+    legacy = kind is not None and getattr(job, kind).source == types_pb2.SOURCE_LEGACY
+    if not job.HasField("window"):
+        return placeholder_meta("legacy" if legacy else "canonical")
+    return placeholder_meta("legacy" if legacy else "canonical", job.window.start, job.window.end,
+                            job.window.label or "none")
 
 
 async def _call(gw: Gateway, method: Any, request: Any, job_id: str) -> Any:

@@ -16,6 +16,7 @@ from arq.constants import job_key_prefix
 from canal.common.v1 import types_pb2
 from canal.jobs.v1 import jobs_service_pb2 as pb
 from canal.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
+from canal.query.v1 import query_service_pb2 as qpb
 from libs.config import Settings
 from libs.db.engine import make_engine
 from libs.rpc import error_info_from
@@ -69,17 +70,19 @@ async def qs(db: str, redis_url: str) -> AsyncIterator[QueryStack]:
         yield s
 
 
-def summary_request(principal: str = "key:alice", **params: object) -> pb.CreateJobRequest:
-    body = {"pubkey": ALICE_PK, "window": {"window": "7d", "start": "", "end": "", "now": 0}, **params}
-    return pb.CreateJobRequest(kind="summary", params_json=json.dumps(body), principal=principal,
-                               source=types_pb2.SOURCE_CANONICAL)
+def summary_request(principal: str = "key:alice") -> pb.CreateJobRequest:
+    query = qpb.GetSummaryRequest(pubkey=ALICE_PK, window=types_pb2.WindowSpec(window="7d"),
+                                  source=types_pb2.SOURCE_CANONICAL)
+    return pb.CreateJobRequest(summary=query, principal=principal, window=types_pb2.Window(label="7d"))
 
 
 async def test_create_job_stores_a_queued_row_and_enqueues_it(qs: QueryStack, redis_url: str) -> None:
     job = await qs.stub.CreateJob(summary_request())
     assert (job.state, job.phase, job.progress, job.kind) == (pb.JOB_STATE_QUEUED, "queued", 0.0, "summary")
     row = jobs.load_job(qs.engine, job.id)  # type: ignore[arg-type]
-    assert row is not None and row["principal"] == "key:alice" and row["params"]["source"] == "canonical"
+    assert row is not None and row["principal"] == "key:alice"
+    assert jobs.job_query(row["kind"], row["params"]) == summary_request().summary  # the typed query, stored
+    assert job.summary == summary_request().summary and job.window.label == "7d"
     client = aioredis.Redis.from_url(redis_url)
     try:
         assert await client.exists(job_key_prefix + job.id)
@@ -89,10 +92,9 @@ async def test_create_job_stores_a_queued_row_and_enqueues_it(qs: QueryStack, re
 
 
 @pytest.mark.parametrize(("request_", "code"), [
-    (pb.CreateJobRequest(kind="export", params_json="{}", principal="p"), "INVALID_KIND"),
-    (pb.CreateJobRequest(kind="summary", params_json="[1]", principal="p"), "INVALID_REQUEST"),
-    (pb.CreateJobRequest(kind="summary", params_json='{"pubkey": "zz"}', principal="p"), "INVALID_PUBKEY"),
-    (pb.CreateJobRequest(kind="summary", params_json=json.dumps({"pubkey": ALICE_PK})), "INVALID_REQUEST"),
+    (pb.CreateJobRequest(principal="p"), "INVALID_REQUEST"),  # no query
+    (pb.CreateJobRequest(summary=qpb.GetSummaryRequest(pubkey="zz"), principal="p"), "INVALID_PUBKEY"),
+    (pb.CreateJobRequest(summary=qpb.GetSummaryRequest(pubkey=ALICE_PK)), "INVALID_REQUEST"),  # no principal
 ])
 async def test_invalid_create_requests_are_invalid_argument(qs: QueryStack, request_: pb.CreateJobRequest,
                                                             code: str) -> None:

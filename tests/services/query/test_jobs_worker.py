@@ -5,7 +5,6 @@ recovery by the reaper, and result retention."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,7 +16,9 @@ from arq.connections import ArqRedis, create_pool
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
 from sqlalchemy import text
 
+from canal.common.v1 import types_pb2
 from canal.jobs.v1 import jobs_service_pb2 as pb
+from canal.query.v1 import query_service_pb2 as qpb
 from services.query import jobs_service as jobs
 from services.query import worker
 from services.query.jobs_service import JOB_FUNCTION, QUEUE_NAME
@@ -98,9 +99,9 @@ async def test_transient_failures_past_max_tries_fail_the_job(qs: QueryStack,
 
 
 async def test_a_permanent_error_fails_at_once_with_its_error_info(qs: QueryStack) -> None:
-    params = {"pubkey": ALICE_PK, "window": {"window": "365d", "now": 0}, "dimension": "time",
-              "granularity": "minute"}
-    request = pb.CreateJobRequest(kind="drilldown", principal="key:alice", params_json=json.dumps(params))
+    query = qpb.GetDrilldownRequest(pubkey=ALICE_PK, window=types_pb2.WindowSpec(window="365d"), dimension="time",
+                                    granularity="minute")
+    request = pb.CreateJobRequest(drilldown=query, principal="key:alice")
     job = await qs.stub.CreateJob(request)
     await burst(qs)
     failed = row(qs, job.id)
