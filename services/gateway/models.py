@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from libs.query_contract import MAX_PAGE, Dimension, Granularity
+
 PUBKEY_PATTERN = r"^(?:[0-9a-f]{64}|npub1[02-9ac-hj-np-z]{58})$"
 EXAMPLE_PUBKEY = "82341f882b6eabcd2ba7f1ef90aad961cf074af15b9ef44a09f9d2a8fbfbe6a2"
 EXAMPLE_NPUB = "npub1sg6plzptd64u62a878hep2kev88swjh3tw00gjsfl8f237lmu63q0uf63m"
@@ -13,8 +15,6 @@ CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
 CohortEntry = Annotated[str, StringConstraints(pattern=r"^[!-~]{1,200}$")]
 Source = Literal["canonical", "legacy"]
 RollingWindow = Literal["1h", "24h", "7d", "30d", "90d", "365d", "all"]
-Dimension = Literal["note", "counterparty", "kind", "time"]
-Granularity = Literal["minute", "hour", "day", "week", "month"]
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
@@ -213,7 +213,7 @@ class JobCreate(BaseModel):
     dimension: Dimension | None = None
     metric: str | None = Field(default=None, max_length=64)
     granularity: Granularity | None = None
-    limit: int | None = Field(default=None, ge=1, le=500)
+    limit: int | None = Field(default=None, ge=1, le=MAX_PAGE)
     cursor: str | None = Field(default=None, max_length=2048, pattern=CURSOR_PATTERN)
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, text
 from canal.common.v1 import types_pb2
 from canal.query.v1 import query_service_pb2 as pb
 from canal.query.v1 import query_service_pb2_grpc as pb_grpc
+from libs import query_contract as contract
 from libs.config import Settings
 from libs.db.engine import make_engine
 from libs.metrics import ENGAGEMENT_METRICS
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 T = TypeVar("T")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["QueryService"].full_name
-MAX_PAGE = 500
 
 
 class QueryService(Servicer, pb_grpc.QueryServiceServicer):
@@ -87,11 +87,8 @@ class QueryService(Servicer, pb_grpc.QueryServiceServicer):
         size = request.page_size or 50
 
         def run(conn: Any) -> pb.GetDrilldownResponse:
-            if dim not in svc.DIMENSIONS:
-                raise CanalError("INVALID_DIMENSION", f"unknown dimension {dim!r}",
-                                 "Use one of: note, counterparty, kind, time.", "dimension")
-            if not 1 <= size <= MAX_PAGE:
-                raise CanalError("INVALID_LIMIT", f"limit {size} is out of range", f"Use 1 to {MAX_PAGE}.", "limit")
+            contract.dimension(dim)
+            contract.page_size(size)
             pubkey = _pubkey(request.pubkey)
             window = svc.window_of(request.window)
             snap = context.snapshot(conn, pubkey, window.end, self.settings.ingest_lag_limit_s)
@@ -108,10 +105,7 @@ class QueryService(Servicer, pb_grpc.QueryServiceServicer):
                    legacy: bool, size: int, execution: q.Execution) -> tuple[list[pb.DrilldownRow], str]:
         dim = request.dimension
         if dim == "time":
-            gran = request.granularity or "day"
-            if gran not in svc.GRANULARITIES:
-                raise CanalError("INVALID_GRANULARITY", f"unknown granularity {gran!r}",
-                                 "Use minute, hour, day, week or month.", "granularity")
+            gran = contract.granularity(request.granularity) or "day"
             names = svc.metrics_of([request.metric] if request.metric else [])
             points = q.series(conn, target, window.start, window.end, gran, parse_tz(request.tz or "UTC"),
                               legacy, execution)
@@ -182,7 +176,7 @@ class QueryService(Servicer, pb_grpc.QueryServiceServicer):
     async def GetProfiles(self, request: pb.GetProfilesRequest,
                           context_: grpc.aio.ServicerContext) -> pb.GetProfilesResponse:
         def run(conn: Any) -> pb.GetProfilesResponse:
-            keys = [svc.pubkey_of(p) for p in request.pubkeys][:500]
+            keys = [svc.pubkey_of(p) for p in request.pubkeys][:contract.MAX_PAGE]
             rows = conn.execute(text("SELECT pubkey, display_name FROM profiles WHERE pubkey = ANY(:k)"), {"k": keys})
             return pb.GetProfilesResponse(profiles=[pb.Profile(pubkey=r[0], display_name=r[1] or "") for r in rows])
 

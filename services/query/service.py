@@ -11,7 +11,8 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from canal.common.v1 import types_pb2
-from libs.metrics import ENGAGEMENT_METRICS, METRIC_NAMES, TIER_LABELS
+from libs import query_contract as contract
+from libs.metrics import METRIC_NAMES, TIER_LABELS
 from libs.nostr.bech32 import parse_pubkey
 from libs.rpc import CanalError
 from libs.windows.errors import PlanningError
@@ -19,10 +20,6 @@ from libs.windows.windows import Window, resolve_window
 from services.query import context
 from services.query.engine import Execution
 from services.query.planning.plan import estimate_cost, plan_window
-
-DIMENSIONS = ("note", "counterparty", "kind", "time")
-GRANULARITIES = ("minute", "hour", "day", "week", "month")
-SORT_COLUMNS = {v: k for k, v in ENGAGEMENT_METRICS.items()}
 
 
 def pubkey_of(value: str) -> str:
@@ -45,13 +42,7 @@ def window_of(spec: types_pb2.WindowSpec) -> Window:
 
 def metrics_of(names: list[str]) -> list[str]:
     """The requested metric names (all when empty), UNKNOWN_METRIC for a name METRICS.md lacks."""
-    if not names:
-        return list(METRIC_NAMES)
-    unknown = [n for n in names if n not in METRIC_NAMES]
-    if unknown:
-        raise CanalError("UNKNOWN_METRIC", f"unknown metric {unknown[0]!r}",
-                         "Known metrics: " + ", ".join(METRIC_NAMES) + ".", "metrics")
-    return list(dict.fromkeys(names))
+    return list(contract.metrics(names) or METRIC_NAMES)
 
 
 def as_canal_error(exc: PlanningError) -> CanalError:
@@ -60,12 +51,7 @@ def as_canal_error(exc: PlanningError) -> CanalError:
 
 def sort_column(dimension: str, metric: str) -> str:
     """The engagement column a note/counterparty drilldown sorts by (zaps.msats by default)."""
-    if not metric:
-        return "zaps_msats"
-    if metric not in SORT_COLUMNS:
-        raise CanalError("UNKNOWN_METRIC", f"{dimension} drilldowns cannot sort by {metric!r}",
-                         "Sort by one of: " + ", ".join(SORT_COLUMNS) + ".", "metric")
-    return SORT_COLUMNS[metric]
+    return contract.SORT_COLUMNS[contract.sort_metric(dimension, metric)]
 
 
 @dataclass

@@ -17,6 +17,7 @@ import grpc
 
 from canal.common.v1 import types_pb2
 from canal.query.v1 import query_service_pb2 as pb
+from libs.query_contract import MAX_PAGE
 from libs.rpc import error_info_from
 from tools.drift.sampling import Target
 from tools.drift.windows import WindowCase
@@ -28,7 +29,7 @@ METRIC_CLASSES: Final = ("zaps", "reactions", "reposts", "replies", "quotes", "m
 # mentions and is filed under notes (the summary checks each of those on its own).
 KIND_CLASS: Final = {9735: "zaps", 7: "reactions", 6: "reposts", 16: "reposts", 1: "notes", 1111: "replies",
                      3: "followers", 30023: "articles"}
-PAGE_SIZE: Final = 500
+PAGE_SIZE: Final = MAX_PAGE
 MAX_PAGES: Final = 200
 
 SOURCES: Final = {"legacy": types_pb2.SOURCE_LEGACY, "canonical": types_pb2.SOURCE_CANONICAL}

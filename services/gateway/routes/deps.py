@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 
+from libs.query_contract import DEFAULT_PAGE, MAX_PAGE, Dimension, Granularity
 from services.gateway.auth import Principal, enforce_rate_limit
 from services.gateway.context import gateway
 from services.gateway.models import (
@@ -13,8 +14,6 @@ from services.gateway.models import (
     EXAMPLE_NPUB,
     EXAMPLE_PUBKEY,
     PUBKEY_PATTERN,
-    Dimension,
-    Granularity,
     RollingWindow,
 )
 
@@ -61,7 +60,8 @@ MetricQ = Annotated[str | None, Query(
                 "(default all).", max_length=64, examples=["zaps.msats"])]
 GranularityQ = Annotated[Granularity | None, Query(
     description="Time bucket size for dimension=time (default day); at most 1,000 points.", examples=["day"])]
-LimitQ = Annotated[int | None, Query(description="Rows per page (default 50).", ge=1, le=500, examples=[50])]
+LimitQ = Annotated[int | None, Query(description=f"Rows per page (default {DEFAULT_PAGE}).", ge=1, le=MAX_PAGE,
+                                     examples=[DEFAULT_PAGE])]
 CursorQ = Annotated[str | None, Query(
     description="The next_cursor of the previous page (opaque, bound to this request).", max_length=2048,
     pattern=CURSOR_PATTERN)]

@@ -24,16 +24,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
-from typing import Final, Literal, NamedTuple, get_args
+from typing import Final, NamedTuple
 from zoneinfo import ZoneInfo
 
+from libs.query_contract import GRANULARITIES, Granularity
 from libs.windows.errors import TooManyPoints, WindowError
 
 __all__ = ["GRANULARITIES", "MAX_POINTS", "Granularity", "TimeBucket", "time_buckets"]
 
-Granularity = Literal["minute", "hour", "day", "week", "month"]
 #: Granularities from finest to coarsest.
-GRANULARITIES: Final[tuple[str, ...]] = get_args(Granularity)
 #: Most points a time series may have.
 MAX_POINTS: Final = 1_000
 
