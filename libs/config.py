@@ -87,6 +87,16 @@ class Settings(BaseSettings):
         """Demo data is on when asked for, or by default when no relay is configured."""
         return self.demo if self.demo is not None else not self.relay_list()
 
+    # NIP-85 provider (docs/nip85.md); runs in the query worker
+    provider_relays: str = Field(default="", description="Comma-separated relays the NIP-85 provider publishes "
+                                 "assertions to; empty = the provider is off")
+    provider_every_s: int = Field(default=600, description="How often the provider publishes (whole minutes "
+                                  "dividing an hour, or hours dividing a day)")
+    provider_windows: str = Field(default="7d,30d", description="Rolling windows asserted besides all-time "
+                                  "(kind 30382 with d = <pubkey>:<window>); empty = all-time only")
+    provider_keys: str = Field(default="", description="Keys (hex or npub) asserted besides the tracked keys; "
+                               "with no tracked key and none here, nothing is published")
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

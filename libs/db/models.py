@@ -363,3 +363,18 @@ class IngestCounter(Base):
     __tablename__ = "ingest_state"
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+
+
+class ProviderAssertion(Base):
+    """A NIP-85 assertion as last published: value tags, the signed event, the relays that acknowledged it."""
+
+    __tablename__ = "provider_assertions"
+    kind: Mapped[int] = mapped_column(Integer, primary_key=True)
+    d: Mapped[str] = mapped_column(Text, primary_key=True)
+    subject: Mapped[str] = mapped_column(String(64), index=True)
+    window: Mapped[str] = mapped_column(String(8))
+    tags: Mapped[list] = mapped_column(JSONB)
+    event: Mapped[dict] = mapped_column(JSONB)
+    relays: Mapped[list] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
