@@ -58,6 +58,8 @@ class Execution:
     raw_facts: int = 0
     missing: list[tuple[int, int]] = field(default_factory=list)
     raw_ranges: list[tuple[int, int]] = field(default_factory=list)
+    #: Range scans the window's plan makes (aggregate segments + raw ranges), for the cost estimate.
+    range_scans: int = 0
     #: Planner inputs already read with the request's snapshot (None: read them here).
     inputs: context.Snapshot | None = None
 
@@ -132,6 +134,7 @@ def plan_buckets(conn: Connection, target: int, buckets: Sequence[tuple[int, int
         window_raw += list(plan.raw) if window is execution else []
         for tier, n in plan.buckets.items():
             window.tiers[tier] = window.tiers.get(tier, 0) + n
+        window.range_scans += len(plan.segments) + len(plan.raw)
         window.missing.extend(plan.missing)
     layout.raw = [(a, b) for a, b in _merge(raw)]
     layout.segments = [(t, a, b) for t, a, b in _merge(segments)]
@@ -178,22 +181,50 @@ def _raw_sql(layout: Layout, sets_from: int | None) -> str:
             f"WHERE f.target_id = %(t)s AND ({_raw_filter(layout)}) GROUP BY 2")
 
 
+@dataclass(frozen=True)
+class Planned:
+    """A request's plan, made once: leading buckets known to be empty, then the layout of the rest."""
+
+    skip: int
+    layout: Layout | None  # None: nothing to read
+
+
+def plan_parts(conn: Connection, target: int | None, buckets: Sequence[tuple[int, int]], legacy: bool,
+               execution: Execution, prefix: bool = False) -> Planned:
+    """Plan `buckets` once (recorded in `execution`); the handler's cost estimate and `compute_buckets` share it."""
+    if target is None or not buckets:
+        return Planned(len(buckets), None)
+    skip = _empty_leading(buckets, legacy, execution)  # buckets before the target's first data: not planned
+    if skip >= len(buckets):
+        return Planned(skip, None)
+    return Planned(skip, plan_buckets(conn, target, buckets[skip:], legacy, execution, prefix))
+
+
 def compute_buckets(conn: Connection, target: int | None, buckets: Sequence[tuple[int, int]], legacy: bool,
-                    execution: Execution, with_sets: bool = True, prefix: bool = False) -> list[Part]:
+                    execution: Execution, with_sets: bool = True, prefix: bool = False,
+                    planned: Planned | None = None) -> list[Part]:
     """Columns and distinct sets for each [start, end) bucket of one target.
 
     With `prefix`, the result has one more Part first: the columns (no sets) of everything
     before the first bucket, `[0, first start)`, read in the same statement. Aggregate rows
     and raw facts are read by one statement (`UNION ALL`): one round trip per request.
+    `planned` is the request's plan when the handler made it already (`plan_parts`).
     """
     parts = [Part() for _ in range(len(buckets) + int(prefix))]
     if target is None or not buckets:
         return parts
-    skip = _empty_leading(buckets, legacy, execution)
-    if skip:  # buckets before the target's first data are zero: not planned, not read
-        rest = compute_buckets(conn, target, buckets[skip:], legacy, execution, with_sets, prefix)
-        return rest[: int(prefix)] + parts[int(prefix) : int(prefix) + skip] + rest[int(prefix) :]
-    layout = plan_buckets(conn, target, buckets, legacy, execution, prefix)
+    if planned is None:
+        planned = plan_parts(conn, target, buckets, legacy, execution, prefix)
+    if planned.layout is None:
+        return parts
+    rest = _read_parts(conn, target, buckets[planned.skip:], planned.layout, with_sets, prefix, execution)
+    first = int(prefix)
+    return rest[:first] + parts[first : first + planned.skip] + rest[first:]
+
+
+def _read_parts(conn: Connection, target: int, buckets: Sequence[tuple[int, int]], layout: Layout, with_sets: bool,
+                prefix: bool, execution: Execution) -> list[Part]:
+    parts = [Part() for _ in range(len(buckets) + int(prefix))]
     first = int(prefix)  # index of the first window bucket; the prefix (if any) has no sets and no plan
     sets_from = (buckets[0][0] if prefix else 0) if with_sets else None
     ncols, nsets = len(FACT_COLUMNS), len(SET_COLUMNS)
@@ -265,26 +296,33 @@ def _net_follows(part: Part) -> int:
 
 
 def summary(conn: Connection, target: int | None, start: int, end: int, legacy: bool,
-            execution: Execution) -> dict[str, int]:
-    """Every metric of METRICS.md over [start, end); followers.total counts from the beginning of time."""
-    before, part = compute_buckets(conn, target, [(start, end)], legacy, execution, prefix=True)
+            execution: Execution, planned: Planned | None = None) -> dict[str, int]:
+    """Every metric of METRICS.md over [start, end); followers.total counts from the beginning of time.
+
+    `planned`: `plan_parts(..., [(start, end)], ..., prefix=True)` when the caller planned already."""
+    before, part = compute_buckets(conn, target, [(start, end)], legacy, execution, prefix=True, planned=planned)
     total = _net_follows(before) + _net_follows(part)
     return metrics_from_columns(part.cols, part.set_sizes(), total)
 
 
 def kinds(conn: Connection, target: int | None, start: int, end: int, legacy: bool,
-          execution: Execution) -> list[tuple[int, int]]:
+          execution: Execution, planned: Planned | None = None) -> list[tuple[int, int]]:
     """The `kind` drilldown: (kind, facts) sorted by count descending then kind, zeros omitted."""
-    part = compute_buckets(conn, target, [(start, end)], legacy, execution)[0]
+    part = compute_buckets(conn, target, [(start, end)], legacy, execution, planned=planned)[0]
     counts = kind_counts(part.cols, part.set_sizes())
     return sorted(((k, v) for k, v in counts.items() if v), key=lambda kv: (-kv[1], kv[0]))
 
 
+def series_buckets(start: int, end: int, granularity: str, tz: ZoneInfo) -> list[tuple[int, int]]:
+    """The [start, end) buckets of a `time` drilldown (local-time buckets clipped to the window)."""
+    return [(b.start, b.end) for b in time_buckets(start, end, granularity, tz)]
+
+
 def series(conn: Connection, target: int | None, start: int, end: int, granularity: str, tz: ZoneInfo,
-           legacy: bool, execution: Execution) -> list[tuple[int, int, dict[str, int]]]:
+           legacy: bool, execution: Execution, planned: Planned | None = None) -> list[tuple[int, int, dict[str, int]]]:
     """The `time` drilldown: (bucket start, end, metrics) per local-time bucket clipped to the window."""
-    buckets = [(b.start, b.end) for b in time_buckets(start, end, granularity, tz)]
-    before, *parts = compute_buckets(conn, target, buckets, legacy, execution, prefix=True)
+    buckets = series_buckets(start, end, granularity, tz)
+    before, *parts = compute_buckets(conn, target, buckets, legacy, execution, prefix=True, planned=planned)
     total = _net_follows(before)
     out = []
     for (s, e), part in zip(buckets, parts, strict=True):
@@ -295,11 +333,15 @@ def series(conn: Connection, target: int | None, start: int, end: int, granulari
 
 def engagement(conn: Connection, target: int | None, start: int, end: int, dimension: str, sort_column: str,
                limit: int, after: tuple[int, str] | None, legacy: bool,
-               execution: Execution) -> list[dict[str, Any]]:
+               execution: Execution, planned: Planned | None = None) -> list[dict[str, Any]]:
     """`note` or `counterparty` rows, sorted by `sort_column` desc then key asc, keyset-paged."""
     if target is None:
         return []
-    layout = plan_buckets(conn, target, [(start, end)], legacy, execution)
+    if planned is None:
+        planned = plan_parts(conn, target, [(start, end)], legacy, execution)
+    if planned.layout is None:
+        return []
+    layout = planned.layout
     by = "note_id" if dimension == "note" else "actor_id"
     table = "note_aggregates" if dimension == "note" else "actor_aggregates"
     cols = ", ".join(f"g.{c}" for c in ENGAGEMENT_COLUMNS)

@@ -52,10 +52,12 @@ class QueryService(Servicer, pb_grpc.QueryServiceServicer):
     def translate(self, exc: Exception) -> CanalError | None:
         return svc.as_canal_error(exc) if isinstance(exc, PlanningError) else None
 
-    def _check_sync(self, conn: Any, snap: context.Snapshot, window: Any, legacy: bool, enforce: bool) -> None:
+    def _check_sync(self, conn: Any, target: int | None, window: Any, legacy: bool, enforce: bool,
+                    execution: q.Execution) -> None:
+        """GO_ASYNC when the request's plan (already made, recorded in `execution`) costs more than the limit."""
         if not enforce:
             return
-        cost, _ = svc.estimate(conn, snap.target, window, legacy, int(time.time()), snap)
+        cost = svc.plan_cost(execution, window, legacy, svc.raw_rate(conn, target, int(time.time())))
         if cost > self.settings.sync_cost_limit:
             raise CanalError("GO_ASYNC", f"estimated cost {cost:.0f} is over the sync limit "
                              f"{self.settings.sync_cost_limit:.0f}", "Run it as an async job.",
@@ -70,9 +72,10 @@ class QueryService(Servicer, pb_grpc.QueryServiceServicer):
             window = svc.window_of(request.window)
             snap = context.snapshot(conn, pubkey, window.end, self.settings.ingest_lag_limit_s)
             target = snap.target
-            self._check_sync(conn, snap, window, legacy, request.enforce_sync_limit)
             execution = q.Execution(inputs=snap)
-            values = q.summary(conn, target, window.start, window.end, legacy, execution)
+            planned = q.plan_parts(conn, target, [(window.start, window.end)], legacy, execution, prefix=True)
+            self._check_sync(conn, target, window, legacy, request.enforce_sync_limit, execution)
+            values = q.summary(conn, target, window.start, window.end, legacy, execution, planned)
             answer = svc.Answer(window, legacy, execution, snap.freshness)
             return pb.GetSummaryResponse(
                 pubkey=pubkey, metrics=[types_pb2.MetricValue(name=n, value=values[n]) for n in names],
@@ -84,18 +87,15 @@ class QueryService(Servicer, pb_grpc.QueryServiceServicer):
                            context_: grpc.aio.ServicerContext) -> pb.GetDrilldownResponse:
         legacy = request.source == types_pb2.SOURCE_LEGACY
         dim = request.dimension
-        size = request.page_size or 50
 
         def run(conn: Any) -> pb.GetDrilldownResponse:
             contract.dimension(dim)
-            contract.page_size(size)
+            size = contract.page_size(request.page_size)
             pubkey = _pubkey(request.pubkey)
             window = svc.window_of(request.window)
             snap = context.snapshot(conn, pubkey, window.end, self.settings.ingest_lag_limit_s)
-            target = snap.target
-            self._check_sync(conn, snap, window, legacy, request.enforce_sync_limit)
             execution = q.Execution(inputs=snap)
-            rows, token = self._drilldown(conn, request, pubkey, target, window, legacy, size, execution)
+            rows, token = self._drilldown(conn, request, pubkey, snap.target, window, legacy, size, execution)
             answer = svc.Answer(window, legacy, execution, snap.freshness)
             return pb.GetDrilldownResponse(dimension=dim, rows=rows, next_page_token=token, meta=answer.meta())
 
@@ -104,16 +104,25 @@ class QueryService(Servicer, pb_grpc.QueryServiceServicer):
     def _drilldown(self, conn: Any, request: pb.GetDrilldownRequest, pubkey: str, target: int | None, window: Any,
                    legacy: bool, size: int, execution: q.Execution) -> tuple[list[pb.DrilldownRow], str]:
         dim = request.dimension
+
+        def planned(buckets: list[tuple[int, int]], prefix: bool = False) -> q.Planned:
+            """The request's one plan: the sync-limit check and the executor both use it."""
+            plan = q.plan_parts(conn, target, buckets, legacy, execution, prefix)
+            self._check_sync(conn, target, window, legacy, request.enforce_sync_limit, execution)
+            return plan
+
         if dim == "time":
             gran = contract.granularity(request.granularity) or "day"
             names = svc.metrics_of([request.metric] if request.metric else [])
-            points = q.series(conn, target, window.start, window.end, gran, parse_tz(request.tz or "UTC"),
-                              legacy, execution)
+            tz = parse_tz(request.tz or "UTC")
+            plan = planned(q.series_buckets(window.start, window.end, gran, tz), prefix=True)
+            points = q.series(conn, target, window.start, window.end, gran, tz, legacy, execution, plan)
             return [pb.DrilldownRow(key=str(s), start=s, end=e, metrics={n: m[n] for n in names})
                     for s, e, m in points], ""
+        whole = planned([(window.start, window.end)])
         if dim == "kind":
             return [pb.DrilldownRow(key=str(k), kind=k, metrics={"facts": n})
-                    for k, n in q.kinds(conn, target, window.start, window.end, legacy, execution)], ""
+                    for k, n in q.kinds(conn, target, window.start, window.end, legacy, execution, whole)], ""
         column = svc.sort_column(dim, request.metric)
         fingerprint = request_fingerprint({"p": pubkey, "s": window.start, "e": window.end, "d": dim,
                                            "m": column, "l": legacy})
@@ -121,7 +130,8 @@ class QueryService(Servicer, pb_grpc.QueryServiceServicer):
         if request.page_token:
             value, key = decode_page_cursor(request.page_token, self.secret, fingerprint)
             after = (int(value), str(key))
-        found = q.engagement(conn, target, window.start, window.end, dim, column, size, after, legacy, execution)
+        found = q.engagement(conn, target, window.start, window.end, dim, column, size, after, legacy, execution,
+                             whole)
         rows = []
         for r in found[:size]:
             metrics = {ENGAGEMENT_METRICS[c]: int(r[c]) for c in ENGAGEMENT_METRICS}

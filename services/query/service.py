@@ -12,14 +12,14 @@ from sqlalchemy.exc import DBAPIError
 
 from canal.common.v1 import types_pb2
 from libs import query_contract as contract
-from libs.metrics import METRIC_NAMES, TIER_LABELS
+from libs.metrics import METRIC_NAMES
 from libs.nostr.bech32 import parse_pubkey
 from libs.rpc import CanalError
 from libs.windows.errors import PlanningError
 from libs.windows.windows import Window, resolve_window
 from services.query import context
-from services.query.engine import Execution
-from services.query.planning.plan import estimate_cost, plan_window
+from services.query.engine import Execution, plan_parts
+from services.query.planning.plan import BUCKET_UNITS, RANGE_SCAN_UNITS, RAW_ROW_UNITS
 
 
 def pubkey_of(value: str) -> str:
@@ -110,23 +110,24 @@ def raw_rate(conn: Connection, target: int | None, now: int) -> float:
     return max(recent / (30 * 86400), 0.01)
 
 
+def plan_cost(execution: Execution, window: Window, legacy: bool, rate: float) -> float:
+    """Estimated cost units of a planned request (the plan recorded in `execution`): range scans,
+    aggregate buckets and raw rows (`planning.plan.estimate_cost`'s units); legacy scans the window raw."""
+    if legacy:
+        return window.span * rate
+    raw_seconds = sum(b - a for a, b in execution.raw_ranges)
+    return (RANGE_SCAN_UNITS * execution.range_scans + BUCKET_UNITS * sum(execution.tiers.values())
+            + RAW_ROW_UNITS * raw_seconds * rate)
+
+
 def estimate(conn: Connection, target: int | None, window: Window, legacy: bool, now: int,
              inputs: context.Snapshot | None = None) -> tuple[float, dict]:
-    """Estimated cost units of answering the window, and the plan's bucket counts.
-
-    `inputs`: the request's snapshot, when it has one (its dirty buckets and horizons are reused).
-    """
-    rate = raw_rate(conn, target, now)
-    if legacy or target is None:
-        return window.span * rate, dict.fromkeys(TIER_LABELS, 0)
-    if inputs is not None:
-        dirty, horizons = inputs.dirty, inputs.horizons
-    else:
-        dirty, horizons = context.dirty_sets(conn, target, window.start, window.end), context.horizons(conn)
-    from services.query.engine import ALL_TIERS_COMPLETE
-
-    plan = plan_window(window.start, window.end, dirty, ALL_TIERS_COMPLETE, horizons)
-    return estimate_cost(plan, rate).units, dict(plan.buckets)
+    """Estimated cost units of answering the window as a summary, and the plan's bucket counts
+    (EstimateCost: no answer is computed, only the plan)."""
+    execution = Execution(inputs=inputs)
+    if not legacy and target is not None:
+        plan_parts(conn, target, [(window.start, window.end)], legacy, execution)
+    return plan_cost(execution, window, legacy, raw_rate(conn, target, now)), dict(execution.tiers)
 
 
 def data_version(conn: Connection) -> str:

@@ -42,6 +42,7 @@ from libs.envelope import drilldown_payload, summary_payload
 from libs.rpc import error_info_from
 from services.query import jobs_service as jobs
 from services.query.jobs_service import JOB_FUNCTION, QUEUE_NAME, TERMINAL
+from services.query.provider.runner import provider_cron
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -261,7 +262,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments of arq's Worker for these settings."""
     return {
         "functions": [func(run_query_job, name=JOB_FUNCTION, max_tries=MAX_TRIES, timeout=JOB_TIMEOUT_S)],
-        "cron_jobs": [cron(purge_results, minute=17, run_at_startup=False)],
+        "cron_jobs": [cron(purge_results, minute=17, run_at_startup=False), *provider_cron(settings)],
         "queue_name": QUEUE_NAME, "redis_settings": redis_settings(settings),
         "on_startup": startup, "on_shutdown": shutdown, "ctx": {"settings": settings},
         "job_timeout": JOB_TIMEOUT_S, "max_tries": MAX_TRIES, "keep_result": 3600, "poll_delay": 0.2,
@@ -273,7 +274,7 @@ class WorkerSettings:
     """For `arq services.query.worker.WorkerSettings` (settings from the environment)."""
 
     functions = [func(run_query_job, name=JOB_FUNCTION, max_tries=MAX_TRIES, timeout=JOB_TIMEOUT_S)]
-    cron_jobs = [cron(purge_results, minute=17, run_at_startup=False)]
+    cron_jobs = [cron(purge_results, minute=17, run_at_startup=False), *provider_cron(get_settings())]
     queue_name = QUEUE_NAME
     redis_settings = redis_settings(get_settings())
     on_startup = startup
