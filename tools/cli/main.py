@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from libs.config import get_settings
+from tools.cli import provider as provider_cli
 from tools.cli import track as track_cli
 
 SERVICES = ("ingest", "compactor", "query", "worker", "gateway", "demo-relay")
@@ -151,12 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     ld.add_argument("--requests", type=int, default=None, help="request budget (default 200000)")
     ld.add_argument("--api-key", default=None, help="default: the demo key from /ui/config.json")
     track_cli.add_parser(sub)
+    provider_cli.add_parser(sub)
     return p
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "up": _cmd_up, "migrate": _cmd_migrate, "import": _cmd_import, "keys": _cmd_keys, "flag": _cmd_flag,
     "drift": _cmd_drift, "bench": _cmd_bench, "load": _cmd_load, "track": track_cli.track,
+    "provider": provider_cli.provider,
 }
 
 
