@@ -20,11 +20,13 @@ RUN python -m venv /opt/venv && pip install --upgrade pip
 
 WORKDIR /src
 
-# Dependencies first, from pyproject.toml alone, so code edits reuse this layer.
-COPY pyproject.toml ./
+# Dependencies first, from pyproject.toml and the lockfile alone, so code edits reuse
+# this layer. Only the runtime dependencies (no test/lint/bench extra), at the exact
+# versions of requirements.lock (refresh it with `make lock`).
+COPY pyproject.toml requirements.lock ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt
+    && pip install -c requirements.lock -r /tmp/requirements.txt
 
 COPY . .
 RUN pip install --no-deps . \
