@@ -249,6 +249,35 @@ async def test_partial_answers_are_not_published_and_nothing_without_subjects(st
     assert await read_assertions(stack.relay_url, service_pubkey(stack.engine), [USER_KIND, EVENT_KIND]) == []
 
 
+async def test_a_client_reads_what_the_rest_api_answers_for_window_all(db: str, redis_url: str) -> None:
+    from tests.services.gateway.helpers import running_stack
+
+    nostr_sdk.uniffi_set_event_loop(asyncio.get_running_loop())
+    relay_db = ArchiveDatabase(keep_replaced=False)
+    relay = LocalRelayBuilder().addr("127.0.0.1").database(relay_db).build()
+    await relay.run()
+    url = str(await relay.url()).rstrip("/")
+    try:
+        async with running_stack(db, redis_url, provider_relays=url) as gw:
+            seed(gw.engine)
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.query_port}") as channel:
+                stats = await run_provider(gw.engine, pb_grpc.QueryServiceStub(channel), gw.settings)
+            assert stats.published == 3 + 2 and stats.refused == 0
+            provider = service_pubkey(gw.engine)
+            async with gw.client() as http:
+                summary_ = (await http.get("/api/v2/analytics/summary", params={"pubkey": A, "window": "all"})).json()
+                drill = (await http.get("/api/v2/analytics/drilldown",
+                                        params={"pubkey": A, "window": "all", "dimension": "note"})).json()
+            assert summary_["meta"]["partial"] is False
+            users = by_d(await read_assertions(url, provider, [USER_KIND]))
+            assert tag_values(users[A]["tags"]) == expected_user(summary_["data"]["metrics"])
+            notes_ = by_d(await read_assertions(url, provider, [EVENT_KIND]))
+            assert {k: tag_values(e["tags"]) for k, e in notes_.items()} == {
+                row["key"]: expected_note(row["metrics"]) for row in drill["data"]["rows"]}
+    finally:
+        relay.shutdown()
+
+
 def test_provider_show_prints_the_key(engine: Engine, db: str, capsys: pytest.CaptureFixture[str],
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from tools.cli import provider as provider_cli
