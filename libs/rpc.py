@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -130,12 +131,14 @@ def create_server(
     address: str,
     register: Callable[[grpc.aio.Server], Iterable[str]],
     interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
+    options: Sequence[tuple[str, Any]] = (),
 ) -> tuple[grpc.aio.Server, int, health_aio.HealthServicer]:
     """A grpc.aio server with our services (named by `register`), standard health checking and reflection.
 
+    `options` are extra gRPC channel arguments (e.g. `RECYCLED_CONNECTIONS`).
     Returns (server, bound port, health servicer); bind port 0 in tests.
     """
-    server = grpc.aio.server(interceptors=list(interceptors), options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(interceptors=list(interceptors), options=[("grpc.so_reuseport", 0), *options])
     names = list(register(server))
     # The asyncio servicer: the sync one breaks under grpc.aio interceptors (OpenTelemetry's among them).
     health_servicer = health_aio.HealthServicer()
@@ -148,6 +151,29 @@ def create_server(
     if port == 0:
         raise RuntimeError(f"could not bind gRPC server to {address}")
     return server, port, health_servicer
+
+
+# Per-call balancing across the pods behind one DNS name. A client resolves the name to every
+# address (a headless Kubernetes Service returns one A record per ready pod) and round_robin spreads
+# calls over a connection to each; pick_first, gRPC's default, would send every call of a long-lived
+# channel to one pod. Keepalive notices a pod that vanished without closing its connections.
+BALANCED_CLIENT_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})),
+    ("grpc.keepalive_time_ms", 30_000),
+)
+# Server side of the same: a connection is closed (GOAWAY, in-flight calls get the grace to finish)
+# after 5 minutes, so clients re-resolve the name and find pods an autoscaler added since.
+RECYCLED_CONNECTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.max_connection_age_ms", 300_000),
+    ("grpc.max_connection_age_grace_ms", 60_000),
+)
+
+
+def balanced_channel(address: str, interceptors: Sequence[Any] = (),
+                     options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
+    """An insecure grpc.aio channel that balances each call across every address `address` resolves to."""
+    return grpc.aio.insecure_channel(address, options=[*BALANCED_CLIENT_OPTIONS, *options],
+                                     interceptors=list(interceptors) or None)
 
 
 def check_health(address: str, service: str = "", timeout: float = 2.0) -> bool:

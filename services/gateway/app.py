@@ -40,12 +40,13 @@ or NIP-98 (`Authorization: Nostr <base64 event>`)."""
 
 
 def default_channel_factory(settings: Settings) -> ChannelFactory:
-    """An instrumented channel to QUERY_ADDR (OpenTelemetry context on every call)."""
+    """An instrumented channel to QUERY_ADDR (OpenTelemetry context on every call), each call balanced
+    over every query pod the address resolves to (a headless Service in Kubernetes)."""
+    from libs.rpc import balanced_channel
     from libs.telemetry import instrument_grpc_client
 
     def factory() -> grpc.aio.Channel:
-        return grpc.aio.insecure_channel(settings.query_addr, interceptors=instrument_grpc_client(),  # type: ignore[arg-type]
-                                         options=[("grpc.keepalive_time_ms", 30_000)])
+        return balanced_channel(settings.query_addr, interceptors=instrument_grpc_client())  # type: ignore[arg-type]
 
     return factory
 

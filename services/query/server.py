@@ -20,7 +20,7 @@ from libs import query_contract as contract
 from libs.config import Settings
 from libs.db.engine import make_engine
 from libs.metrics import ENGAGEMENT_METRICS
-from libs.rpc import CanalError, Servicer
+from libs.rpc import RECYCLED_CONNECTIONS, CanalError, Servicer
 from libs.rpc import create_server as rpc_server
 from libs.windows.errors import PlanningError
 from libs.windows.windows import parse_tz
@@ -214,7 +214,9 @@ def create_server(address: str, engine: Engine, settings: Settings,
         names.append(add_jobs_service(server, engine, settings))
         return names
 
-    server, port, _ = rpc_server(address, register, interceptors or [])
+    # Clients balance per call over every query pod (libs.rpc.balanced_channel); recycling connections
+    # makes them re-resolve, so pods added by the autoscaler get calls within minutes.
+    server, port, _ = rpc_server(address, register, interceptors or [], options=RECYCLED_CONNECTIONS)
     return server, port
 
 

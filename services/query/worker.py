@@ -15,6 +15,10 @@ Guarantees, and how:
   queue entry was lost are re-enqueued, and rows whose arq tries ran out are failed.
 - Idempotency: a job whose row is already finished (succeeded, failed, cancelled) is never
   run again, and the result is stored only while the row is still running.
+
+The process serves HTTP on METRICS_PORT_BASE+4 from its own event loop: `/metrics` (Prometheus),
+`/healthz` (the loop answers: a wedged loop fails liveness) and `/readyz` (startup done and Redis
+answers), which the Kubernetes probes use.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -32,6 +37,7 @@ from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_pre
 from arq.worker import func
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from canal.common.v1 import types_pb2
 from canal.query.v1 import query_service_pb2 as qpb
@@ -39,7 +45,7 @@ from canal.query.v1 import query_service_pb2_grpc as qpb_grpc
 from libs.config import Settings, get_settings
 from libs.db.engine import make_engine
 from libs.envelope import drilldown_payload, summary_payload
-from libs.rpc import error_info_from
+from libs.rpc import balanced_channel, error_info_from
 from services.query import jobs_service as jobs
 from services.query.jobs_service import JOB_FUNCTION, QUEUE_NAME, TERMINAL
 from services.query.provider.runner import provider_cron
@@ -57,6 +63,14 @@ REAP_EVERY_S = 2.0
 ORPHAN_GRACE_S = 5.0
 LOST_AFTER_S = 15
 HEARTBEAT_PREFIX = "canal:jobs:alive:"
+METRICS_OFFSET = 4  # the worker's Prometheus port is METRICS_PORT_BASE + 4 (Settings.metrics_port)
+
+JOBS = Counter("canal_worker_jobs_total", "Analytics job attempts the worker finished, by outcome "
+               "(succeeded, failed, cancelled, missing, retry, interrupted)", ["outcome"])
+JOB_SECONDS = Histogram("canal_worker_job_duration_seconds", "Wall time of one analytics job attempt",
+                        buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600))
+REAPED = Counter("canal_worker_reaped_jobs_total", "Jobs the reaper released from a dead worker, "
+                 "re-enqueued or failed")
 
 
 def backoff_s(job_try: int) -> float:
@@ -155,6 +169,19 @@ async def _heartbeat(redis: Any, job_id: str) -> None:
 
 async def run_query_job(ctx: dict[str, Any], job_id: str) -> str:
     """The arq job: run one analytics job to completion (or cancellation, or failure)."""
+    began, outcome = time.perf_counter(), "interrupted"
+    try:
+        outcome = await _run_query_job(ctx, job_id)
+        return outcome
+    except Retry:
+        outcome = "retry"
+        raise
+    finally:
+        JOBS.labels(outcome).inc()
+        JOB_SECONDS.observe(time.perf_counter() - began)
+
+
+async def _run_query_job(ctx: dict[str, Any], job_id: str) -> str:
     beat = asyncio.create_task(_heartbeat(ctx["redis"], job_id))
     engine = ctx["engine"]
     try:
@@ -224,7 +251,7 @@ async def _reap_forever(ctx: dict[str, Any]) -> None:
     ttl_ms = (JOB_TIMEOUT_S + 10) * 1000  # arq's in-progress timeout: job timeout + 10 s
     while True:
         try:
-            await reap_once(ctx["redis"], ctx["engine"], ttl_ms)
+            REAPED.inc(len(await reap_once(ctx["redis"], ctx["engine"], ttl_ms)))
         except Exception:
             log.warning("job reaper pass failed", exc_info=True)
         await asyncio.sleep(REAP_EVERY_S)
@@ -243,9 +270,11 @@ async def startup(ctx: dict[str, Any]) -> None:
 
     settings: Settings = ctx.setdefault("settings", get_settings())
     ctx["engine"] = make_engine(settings.database_url or "", pool_size=4)
-    ctx["channel"] = grpc.aio.insecure_channel(settings.query_addr, interceptors=instrument_grpc_client())  # type: ignore[arg-type]
+    # Every call balanced over the query pods QUERY_ADDR resolves to (a headless Service in Kubernetes).
+    ctx["channel"] = balanced_channel(settings.query_addr, interceptors=instrument_grpc_client())  # type: ignore[arg-type]
     ctx["query"] = qpb_grpc.QueryServiceStub(ctx["channel"])
     ctx["reaper"] = asyncio.create_task(_reap_forever(ctx))
+    ctx["started"] = True
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -286,17 +315,78 @@ class WorkerSettings:
     health_check_interval = 30
 
 
+# ---------------------------------------------------------------- probes and metrics
+
+PROBE_PATHS = ("/metrics", "/healthz", "/readyz")
+_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+
+
+async def worker_ready(worker: Worker) -> bool:
+    """Startup finished (engine, query channel, reaper) and Redis answers a PING within a second."""
+    if not worker.ctx.get("started") or worker.pool is None:
+        return False
+    try:
+        return bool(await asyncio.wait_for(worker.pool.ping(), timeout=1.0))
+    except Exception:
+        return False
+
+
+async def _probe_answer(method: str, path: str, ready: Callable[[], Awaitable[bool]]) -> tuple[int, str, bytes]:
+    if path not in PROBE_PATHS:
+        return 404, "text/plain; charset=utf-8", b"not found\n"
+    if method not in ("GET", "HEAD"):
+        return 405, "text/plain; charset=utf-8", b"GET only\n"
+    if path == "/metrics":
+        return 200, CONTENT_TYPE_LATEST, generate_latest()
+    if path == "/healthz":
+        return 200, "text/plain; charset=utf-8", b"ok\n"
+    if await ready():
+        return 200, "text/plain; charset=utf-8", b"ready\n"
+    return 503, "text/plain; charset=utf-8", b"not ready: starting, or Redis does not answer\n"
+
+
+async def start_probe_server(host: str, port: int,
+                             ready: Callable[[], Awaitable[bool]]) -> asyncio.AbstractServer:
+    """HTTP/1.1 on (host, port) for PROBE_PATHS, served from the running loop (port 0 binds any free port)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readline(), timeout=5.0)
+            while (await asyncio.wait_for(reader.readline(), timeout=5.0)) not in (b"\r\n", b"\n", b""):
+                pass  # headers: nothing here depends on them
+            parts = request.decode("latin-1").split()
+            method, path = (parts[0], parts[1].split("?", 1)[0]) if len(parts) >= 2 else ("", "")
+            status, content_type, body = await _probe_answer(method, path, ready)
+            head = (f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {content_type}\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+            writer.write(head.encode("latin-1") + (b"" if method == "HEAD" else body))
+            await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, host, port)
+
+
 async def serve(settings: Settings) -> None:
-    """Run the worker until SIGTERM/SIGINT (running jobs are re-queued by arq, then resumed)."""
+    """Run the worker until SIGTERM/SIGINT (running jobs are re-queued by arq, then resumed), with its
+    probe and metrics endpoints on METRICS_PORT_BASE+4 (none when METRICS_PORT_BASE is 0)."""
     from libs.telemetry import setup_tracing
 
     setup_tracing("canal-worker", settings)
     worker = Worker(**worker_options(settings))
+    probes = None
+    if settings.metrics_port(METRICS_OFFSET):
+        probes = await start_probe_server(settings.metrics_host, settings.metrics_port(METRICS_OFFSET),
+                                          lambda: worker_ready(worker))
     try:
         await worker.async_run()
     except asyncio.CancelledError:
         pass
     finally:
+        if probes is not None:
+            probes.close()
         await worker.close()
 
 

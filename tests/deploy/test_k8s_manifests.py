@@ -10,8 +10,11 @@ kubernetes-validate ships.
 
 from __future__ import annotations
 
+import ast
 import copy
+import importlib
 import re
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -35,10 +38,6 @@ TARGETS = {"base": BASE, "dev": K8S / "overlays" / "dev", "prod": K8S / "overlay
 # since 1.27) and the newest schema kubernetes-validate ships.
 K8S_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 
-# `canal serve <process>` -> the ports the suite's processes listen on.
-GRPC_PORTS = {"ingest": 50051, "compactor": 50052, "query": 50053}
-METRICS_PORTS = {"ingest": 9101, "compactor": 9102, "query": 9103, "worker": 9104}
-GATEWAY_PORT = 8080
 SERVED_PROCESSES = {"ingest", "compactor", "query", "gateway", "worker"}
 HPA_TARGETS = {"canal-query", "canal-gateway"}
 SECRET_NAME = "canal-secrets"
@@ -55,6 +54,145 @@ SUPPORTED_KUSTOMIZATION_FIELDS = {
 }
 POD_OWNERS = {"Deployment", "Job", "CronJob"}
 CLUSTER_SCOPED = {"Namespace"}
+
+
+# --------------------------------------------------------------------------- what each process serves
+#
+# Read from the code, not listed here: `canal serve <process>` (tools/cli/main.py) names the module
+# whose `serve` runs the process; in it, `create_server(settings.X_addr, ...)` binds gRPC,
+# `settings.metrics_port(N)` an HTTP metrics (and, for the worker, probe) server, and
+# `uvicorn.Config(..., port=settings.port)` the gateway's HTTP app. The ports then follow from the
+# settings the pod gets (ConfigMap + container env), so a manifest, a setting and the code cannot drift.
+
+CLI = REPO / "tools" / "cli" / "main.py"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where and what a process serves, as read from its `serve` function (ports are settings)."""
+
+    grpc_addr_settings: tuple[str, ...] = ()  # e.g. ("query_addr",)
+    metrics_offsets: tuple[int, ...] = ()  # Settings.metrics_port(offset)
+    metrics_paths: frozenset[str] = frozenset({"/metrics"})  # what that HTTP server answers
+    http_port_settings: tuple[str, ...] = ()  # e.g. ("port",) for uvicorn
+    http_paths: frozenset[str] = field(default_factory=frozenset)
+
+
+@cache
+def serve_modules() -> dict[str, str]:
+    """`canal serve <process>` -> the module whose `serve` it runs, from tools/cli/main.py."""
+    tree = ast.parse(CLI.read_text())
+    (dispatch,) = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "_serve_until_stopped"]
+    modules = {}
+    for node in ast.walk(dispatch):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Compare):
+            (name,) = [c.value for c in node.test.comparators if isinstance(c, ast.Constant)]
+            (imported,) = [n for n in node.body if isinstance(n, ast.ImportFrom)]
+            assert [a.name for a in imported.names] == ["serve"] or imported.module.startswith("tools."), name
+            modules[name] = imported.module
+    return modules
+
+
+def _constant(module_tree: ast.Module, node: ast.expr):
+    """A literal, or a module-level NAME = literal."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    assert isinstance(node, ast.Name), ast.unparse(node)
+    for stmt in module_tree.body:
+        if isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id == node.id for t in stmt.targets):
+            return ast.literal_eval(stmt.value)
+    raise AssertionError(f"{node.id} is not a module-level constant")
+
+
+def _settings_attr(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "settings":
+        return node.attr
+    return None
+
+
+def _route_paths(package: str) -> frozenset[str]:
+    """Every path the routers of a FastAPI routes package answer (for the gateway's probes)."""
+    module = importlib.import_module(package)
+    paths = set()
+    for file in sorted(Path(module.__file__).parent.glob("*.py")):
+        router = getattr(importlib.import_module(f"{package}.{file.stem}"), "router", None)
+        paths |= {route.path for route in getattr(router, "routes", [])}
+    return frozenset(paths)
+
+
+@cache
+def endpoints(process: str) -> Endpoints:
+    """What `canal serve <process>` serves, from the `serve` function of its module."""
+    module = serve_modules()[process]
+    tree = ast.parse((REPO / Path(*module.split("."))).with_suffix(".py").read_text())
+    (serve,) = [n for n in tree.body if isinstance(n, ast.AsyncFunctionDef | ast.FunctionDef) and n.name == "serve"]
+    grpc_addrs, offsets, http_ports = [], [], []
+    for call in (n for n in ast.walk(serve) if isinstance(n, ast.Call)):
+        func = ast.unparse(call.func)
+        if func.endswith("create_server") and call.args and _settings_attr(call.args[0]):
+            grpc_addrs.append(_settings_attr(call.args[0]))
+        if func == "settings.metrics_port":
+            offsets.append(_constant(tree, call.args[0]))
+        if func.endswith("uvicorn.Config"):
+            http_ports += [_settings_attr(k.value) for k in call.keywords if k.arg == "port"]
+    probe_paths = [s for s in tree.body if isinstance(s, ast.Assign) and ast.unparse(s.targets[0]) == "PROBE_PATHS"]
+    metrics_paths = frozenset(ast.literal_eval(probe_paths[0].value)) if probe_paths else frozenset({"/metrics"})
+    http_paths = _route_paths(module.rsplit(".", 1)[0] + ".routes") if http_ports else frozenset()
+    return Endpoints(tuple(dict.fromkeys(grpc_addrs)), tuple(dict.fromkeys(offsets)), metrics_paths,
+                     tuple(http_ports), http_paths)
+
+
+def pod_settings(env: dict[str, str]):
+    """libs.config.Settings from exactly this environment (nothing from the test runner's)."""
+    from libs.config import Settings
+
+    class PodSettings(Settings):
+        @classmethod
+        def settings_customise_sources(cls, settings_cls, init_settings, **_other_sources):
+            return (init_settings,)
+
+    fields = set(Settings.model_fields)
+    return PodSettings(**{k.lower(): v for k, v in env.items() if k.lower() in fields})
+
+
+@dataclass(frozen=True)
+class Served:
+    """The ports one process listens on, given its settings."""
+
+    grpc: frozenset[int]
+    http: dict[int, frozenset[str]]  # port -> the paths answered there
+
+    @property
+    def ports(self) -> frozenset[int]:
+        return self.grpc | frozenset(self.http)
+
+
+def served(process: str, settings) -> Served:
+    ep = endpoints(process)
+    grpc_ports = frozenset(int(getattr(settings, a).rsplit(":", 1)[1]) for a in ep.grpc_addr_settings)
+    http: dict[int, frozenset[str]] = {}
+    for offset in ep.metrics_offsets:
+        if settings.metrics_port(offset):
+            http[settings.metrics_port(offset)] = ep.metrics_paths
+    for attr in ep.http_port_settings:
+        http[int(getattr(settings, attr))] = ep.http_paths
+    return Served(grpc_ports, http)
+
+
+def container_env(docs, container: dict) -> dict[str, str]:
+    """The plain environment a container gets: its ConfigMaps, then its own values (secrets left out)."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env.update(find_one(docs, "ConfigMap", source["configMapRef"]["name"])["data"])
+    env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
+    return env
+
+
+# With default settings: the ports the other checks below refer to.
+_DEFAULTS = {p: served(p, pod_settings({})) for p in ("ingest", "compactor", "query", "worker", "gateway")}
+GRPC_PORTS = {p: min(s.grpc) for p, s in _DEFAULTS.items() if s.grpc}
+METRICS_PORTS = {p: min(s.http) for p, s in _DEFAULTS.items() if s.http and p != "gateway"}
+GATEWAY_PORT = min(_DEFAULTS["gateway"].http)
 
 
 # --------------------------------------------------------------------------- rendering
@@ -314,6 +452,98 @@ def test_grpc_services_use_native_grpc_probes_on_their_port(target):
                 if probe in c or probe != "startupProbe":
                     assert "grpc" in c[probe], f"{c['name']}: {probe} must be a native grpc probe"
                     assert c[probe]["grpc"]["port"] == ports["grpc"], f"{c['name']}: {probe} port"
+
+
+@targets
+def test_every_probe_hits_a_port_and_path_its_process_serves(target):
+    docs = rendered(target)
+    checked = 0
+    for doc in of_kind(docs, "Deployment"):
+        for c in all_containers(doc):
+            where = f"{target}: {doc['metadata']['name']}/{c['name']}"
+            process = process_of(c)
+            assert process in serve_modules(), f"{where}: `canal serve {process}` is not a process"
+            serves = served(process, pod_settings(container_env(docs, c)))
+            for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+                probe = c.get(kind)
+                if probe is None:
+                    continue
+                checked += 1
+                if "grpc" in probe:
+                    port = probe["grpc"]["port"]
+                    assert port in serves.grpc, f"{where}: {kind} dials gRPC :{port}; serves {sorted(serves.grpc)}"
+                elif "httpGet" in probe:
+                    port, path = port_number(c, probe["httpGet"]["port"]), probe["httpGet"]["path"]
+                    assert port in serves.http, f"{where}: {kind} GETs :{port}; serves HTTP on {sorted(serves.http)}"
+                    assert path in serves.http[port], f"{where}: {kind} GETs {path}; :{port} answers {sorted(serves.http[port])}"
+                elif "tcpSocket" in probe:
+                    assert port_number(c, probe["tcpSocket"]["port"]) in serves.ports, f"{where}: {kind}"
+                else:
+                    pytest.fail(f"{where}: {kind} is an exec probe, which nothing here can check")
+    assert checked >= 2 * len(SERVED_PROCESSES)
+
+
+@targets
+def test_declared_ports_scrape_annotations_and_services_target_served_ports(target):
+    docs = rendered(target)
+    deployments = of_kind(docs, "Deployment")
+    serving: dict[str, tuple[dict, Served]] = {}
+    for doc in deployments:
+        (c,) = doc["spec"]["template"]["spec"]["containers"]
+        serves = served(process_of(c), pod_settings(container_env(docs, c)))
+        serving[doc["metadata"]["name"]] = (c, serves)
+        where = f"{target}: {doc['metadata']['name']}"
+        for port in c.get("ports", []):
+            assert port["containerPort"] in serves.ports, f"{where} declares :{port['containerPort']} it never serves"
+        annotations = doc["spec"]["template"]["metadata"].get("annotations", {})
+        if annotations.get("prometheus.io/scrape") == "true":
+            port = int(annotations["prometheus.io/port"])
+            assert port in serves.http, f"{where}: Prometheus would scrape :{port}"
+            assert annotations["prometheus.io/path"] in serves.http[port], where
+    for svc in of_kind(docs, "Service"):
+        selector = svc["spec"]["selector"]
+        (doc,) = [d for d in deployments if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()]
+        c, serves = serving[doc["metadata"]["name"]]
+        for port in svc["spec"]["ports"]:
+            assert port_number(c, port["targetPort"]) in serves.ports, f"{svc['metadata']['name']}: {port}"
+
+
+def test_served_ports_are_read_from_the_code():
+    # The derivation itself: a broken reader would make the probe checks vacuous.
+    assert set(serve_modules()) >= SERVED_PROCESSES
+    assert GRPC_PORTS == {"ingest": 50051, "compactor": 50052, "query": 50053}
+    assert METRICS_PORTS == {"ingest": 9101, "compactor": 9102, "query": 9103, "worker": 9104}
+    assert {"/healthz", "/readyz", "/metrics"} <= endpoints("worker").metrics_paths
+    assert {"/healthz", "/readyz"} <= endpoints("gateway").http_paths
+    moved = served("worker", pod_settings({"METRICS_PORT_BASE": "9200"}))
+    assert set(moved.http) == {9204}
+    assert served("worker", pod_settings({"METRICS_PORT_BASE": "0"})).ports == frozenset()
+
+
+@targets
+def test_query_clients_balance_every_call_across_query_pods(target):
+    docs = rendered(target)
+    host, port = find_one(docs, "ConfigMap", "canal-config")["data"]["QUERY_ADDR"].rsplit(":", 1)
+    service = find_one(docs, "Service", host)
+    # Headless: DNS answers every ready query pod, not one virtual IP that pins a connection to a pod.
+    assert service["spec"].get("clusterIP") == "None", f"{host} must be headless"
+    query = find_one(docs, "Deployment", "canal-query")
+    assert service["spec"]["selector"].items() <= query["spec"]["template"]["metadata"]["labels"].items()
+    assert int(port) in {p["port"] for p in service["spec"]["ports"]}
+    assert find_one(docs, "HorizontalPodAutoscaler", "canal-query")["spec"]["maxReplicas"] > 1
+
+
+def test_every_query_channel_in_the_services_is_balanced():
+    # What dials QUERY_ADDR in a service goes through libs.rpc.balanced_channel (round_robin);
+    # the query server's own create_server binds it.
+    dialers = []
+    for path in sorted((REPO / "services").rglob("*.py")):
+        for call in (n for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Call)):
+            if call.args and ast.unparse(call.args[0]) == "settings.query_addr":
+                dialers.append((path.relative_to(REPO).as_posix(), ast.unparse(call.func)))
+    clients = {(p, f) for p, f in dialers if not f.endswith("create_server")}
+    assert {p for p, _ in clients} >= {"services/gateway/app.py", "services/query/worker.py"}
+    assert {f for _, f in clients} == {"balanced_channel"}, clients
 
 
 @targets
