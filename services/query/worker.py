@@ -378,8 +378,14 @@ async def serve(settings: Settings) -> None:
     worker = Worker(**worker_options(settings))
     probes = None
     if settings.metrics_port(METRICS_OFFSET):
-        probes = await start_probe_server(settings.metrics_host, settings.metrics_port(METRICS_OFFSET),
-                                          lambda: worker_ready(worker))
+        try:
+            probes = await start_probe_server(settings.metrics_host, settings.metrics_port(METRICS_OFFSET),
+                                              lambda: worker_ready(worker))
+        except OSError as exc:
+            # Jobs still run (a second local worker, a busy port); in Kubernetes the probes then fail,
+            # which restarts the pod and shows the cause in this log line.
+            log.error("worker probes/metrics not served on %s:%d: %s", settings.metrics_host,
+                      settings.metrics_port(METRICS_OFFSET), exc)
     try:
         await worker.async_run()
     except asyncio.CancelledError:
