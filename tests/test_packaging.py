@@ -124,7 +124,10 @@ def test_license_is_an_spdx_expression_and_setuptools_reads_it() -> None:
     assert not setuptools.specifier.contains("76.0") and setuptools.specifier.contains("77.0")
 
 
-def _unsatisfied(trees: list[Path], allowed: set[str], exclude: Path | None = None) -> list[str]:
+def _unsatisfied(trees: list[Path], allowed: set[str], exclude: Path | None = None,
+                 uninstalled_ok: frozenset[str] | set[str] = frozenset()) -> list[str]:
+    """Imports whose distributions are not in `allowed`. `uninstalled_ok`: requirement names that may be
+    missing from this environment (the bench extra, which `make test` does not install)."""
     out = []
     owners = module_owners()
     for tree in trees:
@@ -133,6 +136,8 @@ def _unsatisfied(trees: list[Path], allowed: set[str], exclude: Path | None = No
                 continue
             for line, module in third_party_imports(path):
                 dists = owners.get(module)
+                if not dists and canonicalize_name(module) in uninstalled_ok:
+                    continue
                 assert dists, f"{path.relative_to(REPO)}:{line}: {module} is not installed at all"
                 if not dists & allowed:
                     out.append(f"{path.relative_to(REPO)}:{line} imports {module} ({', '.join(sorted(dists))})")
@@ -146,13 +151,14 @@ def test_every_runtime_import_is_a_runtime_dependency() -> None:
 
 
 def test_bench_imports_only_runtime_and_bench_dependencies_and_those_lazily() -> None:
+    bench = names(requirements("bench"))
     allowed = closure(requirements()) | closure(requirements("bench"))
-    assert _unsatisfied([BENCH_TREE], allowed) == []
+    assert _unsatisfied([BENCH_TREE], allowed, uninstalled_ok=bench) == []
     # A bench-only package imported at module level would break `canal --help` in a runtime venv.
     runtime = closure(requirements())
     for path in sorted(BENCH_TREE.rglob("*.py")):
         for line, module in third_party_imports(path, top_level_only=True):
-            if not module_owners()[module] & runtime:
+            if not module_owners().get(module, set()) & runtime:
                 pytest.fail(f"{path.relative_to(REPO)}:{line}: import {module} inside the function that "
                             "needs it (bench extra only)")
 
@@ -160,7 +166,7 @@ def test_bench_imports_only_runtime_and_bench_dependencies_and_those_lazily() ->
 def test_the_scan_sees_what_it_must() -> None:
     bench = {m for _, m in third_party_imports(BENCH_TREE / "duck.py")}
     assert "duckdb" in bench
-    assert not closure(requirements()) & module_owners()["duckdb"]
+    assert "duckdb" not in closure(requirements())
 
 
 # --------------------------------------------------------------------------- Makefile stamps
