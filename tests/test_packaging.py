@@ -27,7 +27,7 @@ LOCK = REPO / "requirements.lock"
 
 # What must never reach a `make run` environment, directly or through another package.
 NOT_RUNTIME = {"duckdb", "pyarrow", "playwright", "pytest", "pytest-asyncio", "hypothesis", "schemathesis",
-               "kubernetes-validate", "grpcio-testing", "mypy", "ruff"}
+               "kubernetes-validate", "grpcio-testing", "mypy", "ruff", "bolt11", "bitstring"}
 # Runtime code is everything the `canal` console script can reach; tools/bench alone (`make bench`)
 # may import the bench extra, lazily, inside the functions that need it.
 RUNTIME_TREES = ("libs", "services", "tools")

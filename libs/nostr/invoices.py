@@ -1,22 +1,20 @@
-"""BOLT11 Lightning invoices: decode (signature checked) and encode real signed invoices.
+"""BOLT11 Lightning invoices: decode, signature checked.
 
 `decode_invoice` is a direct BOLT11 reader (bech32 + tagged fields + coincurve
 ECDSA) following the field rules of the `bolt11` PyPI package's decoder; it is
 ~40x faster than `bolt11.decode`, whose bit handling (bitstring) costs ~6 ms an
-invoice. `decode_invoice_bolt11` runs the `bolt11` package itself and the tests
-check that both agree on every real and generated invoice. `make_invoice`
-encodes with the `bolt11` package's encoder.
+invoice. The `bolt11` package itself is a test dependency only: the tests decode
+every real and generated invoice with both and encode invoices with it
+(`tests/libs/nostr/bolt11_reference.py`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
 
-import bolt11 as _bolt11pkg
 from coincurve import PublicKey
 from coincurve.ecdsa import cdata_to_der, deserialize_recoverable, recoverable_convert
 from coincurve.utils import verify_signature
@@ -149,61 +147,3 @@ def decode_invoice(bolt11: str) -> Invoice:
     except ValueError as exc:
         raise ValueError(f"invoice signature check failed: {exc}") from None
     return Invoice(msats, payment_hash, description_hash, currency, timestamp, payee, description)
-
-
-def decode_invoice_bolt11(bolt11_str: str) -> Invoice:
-    """Reference decoder: the `bolt11` package (slow), same result type and signature check.
-
-    Uses `ignore_exceptions=True` so a missing payment secret or description
-    does not fail decoding (zap rules only need amount and payment hash).
-    """
-    try:
-        inv = _bolt11pkg.decode(bolt11_str, ignore_exceptions=True)
-    except Exception as exc:  # the package raises many exception types
-        raise ValueError(f"invoice does not decode: {exc!r}") from None
-    return Invoice(
-        int(inv.amount_msat) if inv.amount_msat is not None else None,
-        inv.payment_hash if inv.has_payment_hash else None,
-        inv.description_hash,
-        inv.currency,
-        inv.date,
-        inv.payee or "",
-        inv.description,
-    )
-
-
-def make_invoice(
-    msats: int,
-    payment_hash_hex: str,
-    node_privkey: bytes,
-    timestamp: int,
-    description_hash_hex: str | None = None,
-    description: str = "",
-    currency: str = "bc",
-) -> str:
-    """Encode a real, signed BOLT11 invoice (mainnet `lnbc` by default) with the `bolt11` package.
-
-    Carries the amount, payment hash, a payment secret derived from the payment
-    hash, and either `description_hash_hex` (`h`) or `description` (`d`).
-    The payee (`n`) field is included, so decoding verifies against it.
-    """
-    if msats <= 0:
-        raise ValueError("msats must be positive")
-    secret = hashlib.sha256(b"canal-payment-secret:" + bytes.fromhex(payment_hash_hex)).hexdigest()
-    tag_char = _bolt11pkg.TagChar
-    tags = _bolt11pkg.Tags(
-        [
-            _bolt11pkg.Tag(tag_char.payment_hash, payment_hash_hex),
-            _bolt11pkg.Tag(tag_char.payment_secret, secret),
-        ]
-    )
-    if description_hash_hex is not None:
-        tags.add(tag_char.description_hash, description_hash_hex)
-    else:
-        tags.add(tag_char.description, description)
-    payee = PublicKey.from_secret(node_privkey).format(compressed=True).hex()
-    tags.add(tag_char.payee, payee)
-    invoice = _bolt11pkg.Bolt11(
-        currency=currency, date=timestamp, tags=tags, amount_msat=_bolt11pkg.MilliSatoshi(msats)
-    )
-    return _bolt11pkg.encode(invoice, private_key=node_privkey.hex(), keep_payee=True)

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from libs.nostr.invoices import make_invoice
 from libs.nostr.keys import privkey_from_seed, pubkey_of, sign_event
+from tests.libs.nostr.bolt11_reference import make_invoice
 
 REAL_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "nostr-real"
 

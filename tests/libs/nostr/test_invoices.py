@@ -6,8 +6,9 @@ import bolt11
 import pytest
 
 from libs.nostr.bech32 import bech32_decode, bech32_encode
-from libs.nostr.invoices import Invoice, decode_invoice, decode_invoice_bolt11, make_invoice
+from libs.nostr.invoices import Invoice, decode_invoice
 from libs.nostr.keys import privkey_from_seed
+from tests.libs.nostr.bolt11_reference import decode_invoice_bolt11, make_invoice
 
 NODE = privkey_from_seed("node")
 PH = "11" * 32

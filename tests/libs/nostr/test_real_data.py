@@ -12,7 +12,7 @@ import pytest
 from libs.nostr.admission import MAX_TAGS, admit_many
 from libs.nostr.event import Event, Rejection, parse_event, parse_line
 from libs.nostr.integrity import compute_id, verify_sig
-from libs.nostr.invoices import decode_invoice, decode_invoice_bolt11
+from libs.nostr.invoices import decode_invoice
 from libs.nostr.tags import (
     address_of,
     contact_set,
@@ -25,6 +25,7 @@ from libs.nostr.tags import (
     repost_target,
 )
 from libs.nostr.zaps import Zap, validate_zap
+from tests.libs.nostr.bolt11_reference import decode_invoice_bolt11
 
 from .factories import REAL_DATA
 

@@ -10,8 +10,9 @@ import pytest
 
 from libs.nostr.admission import admit
 from libs.nostr.event import Rejection, parse_event
-from libs.nostr.invoices import decode_invoice, make_invoice
+from libs.nostr.invoices import decode_invoice
 from libs.nostr.zaps import Zap, validate_zap
+from tests.libs.nostr.bolt11_reference import make_invoice
 
 from .factories import ALICE_PK, BOB, BOB_PK, CAROL_PK, NODE, NOTE_ID, T0, signed, zap_receipt, zap_request
 

@@ -13,10 +13,10 @@ from sqlalchemy import Engine, text
 
 from libs.metrics import FactType
 from libs.nostr.event import Rejection
-from libs.nostr.invoices import make_invoice
 from libs.nostr.keys import privkey_from_seed, pubkey_of, sign_event
 from services.ingest.relay_client import RelayClient
 from services.ingest.store import BatchResult, IngestStore, RawItem
+from tests.libs.nostr.bolt11_reference import make_invoice
 from tools.demo.signing import InvoiceSigner
 
 ALICE = privkey_from_seed("ingest-alice")

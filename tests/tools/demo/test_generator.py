@@ -10,8 +10,9 @@ from sqlalchemy import Engine
 
 from libs.nostr.admission import admit
 from libs.nostr.event import Rejection
-from libs.nostr.invoices import decode_invoice, decode_invoice_bolt11, make_invoice
+from libs.nostr.invoices import decode_invoice
 from libs.nostr.keys import privkey_from_seed, sign_event
+from tests.libs.nostr.bolt11_reference import decode_invoice_bolt11, make_invoice
 from tests.services.ingest.helpers import facts, ingest, rows, scalar
 from tools.demo.generator import demo_pubkey, generate
 from tools.demo.signing import InvoiceSigner, Signer

@@ -19,10 +19,10 @@ from sqlalchemy import Engine
 
 from libs.metrics import Tier
 from libs.nostr.bech32 import npub_encode
-from libs.nostr.invoices import make_invoice
 from libs.nostr.keys import privkey_from_seed, pubkey_of, sign_event
 from services.compactor.rollup import compact_tier
 from services.ingest.store import IngestStore, RawItem
+from tests.libs.nostr.bolt11_reference import make_invoice
 
 NOW = 1_750_000_000  # 2025-06-15T15:06:40Z
 SPAN = 420 * 86_400
