@@ -13,7 +13,6 @@ from fastapi.responses import JSONResponse
 
 from canal.common.v1 import types_pb2
 from canal.jobs.v1 import jobs_service_pb2 as jpb
-from canal.query.v1 import query_service_pb2 as qpb
 from libs.envelope import drilldown_payload, finish, placeholder_meta, summary_payload
 from services.gateway.auth import Principal
 from services.gateway.cache import digest, settle
@@ -67,25 +66,7 @@ async def compute(gw: Gateway, q: AnalyticsQuery, source: str, enforce: bool) ->
         resp = await gw.client.call(gw.client.query.GetSummary, q.summary_request(SOURCES[source], enforce))
         return summary_payload(resp)
     dresp = await gw.client.call(gw.client.query.GetDrilldown, q.drilldown_request(SOURCES[source], enforce))
-    payload = drilldown_payload(dresp, q.now)
-    if q.dimension == "counterparty":
-        await fill_display_names(gw, payload["data"]["rows"])
-    return payload
-
-
-async def fill_display_names(gw: Gateway, rows: list[dict[str, Any]]) -> None:
-    """Best effort: names from kind 0 profiles for rows the query service left unnamed."""
-    missing = [r["key"] for r in rows if not r.get("display_name")]
-    if not missing:
-        return
-    try:
-        resp = await gw.client.call(gw.client.query.GetProfiles, qpb.GetProfilesRequest(pubkeys=missing))
-    except UpstreamError:
-        return
-    names = {p.pubkey: p.display_name for p in resp.profiles if p.display_name}
-    for row in rows:
-        if not row.get("display_name"):
-            row["display_name"] = names.get(row["key"])
+    return drilldown_payload(dresp, q.now)  # counterparty rows carry display names from the query service
 
 
 async def create_job(gw: Gateway, q: AnalyticsQuery, principal: Principal, source: str) -> jpb.Job:

@@ -96,22 +96,6 @@ async def _query(stub: qpb_grpc.QueryServiceStub, request: jobs.QueryRequest, ti
     return drilldown_payload(await stub.GetDrilldown(request, timeout=timeout), request.window.now)
 
 
-async def _names(stub: qpb_grpc.QueryServiceStub, payload: dict[str, Any], timeout: float) -> None:
-    """Best effort: counterparty display names the query service left empty."""
-    rows = payload["data"].get("rows") or []
-    missing = [r["key"] for r in rows if "display_name" in r and not r["display_name"]]
-    if not missing:
-        return
-    try:
-        resp = await stub.GetProfiles(qpb.GetProfilesRequest(pubkeys=missing), timeout=timeout)
-    except grpc.RpcError:
-        return
-    names = {p.pubkey: p.display_name for p in resp.profiles if p.display_name}
-    for row in rows:
-        if "display_name" in row and not row["display_name"]:
-            row["display_name"] = names.get(row["key"])
-
-
 async def _execute(ctx: dict[str, Any], job_id: str, row: dict[str, Any]) -> None:
     """planning -> reading_aggregates|scanning_facts -> combining -> storing."""
     engine, stub, settings = ctx["engine"], ctx["query"], ctx["settings"]
@@ -127,8 +111,7 @@ async def _execute(ctx: dict[str, Any], job_id: str, row: dict[str, Any]) -> Non
     reads_aggregates = request.source != types_pb2.SOURCE_LEGACY and any(plan.plan.tiers.values())
     await _phase(engine, job_id, "reading_aggregates" if reads_aggregates else "scanning_facts")
     payload = await _query(stub, request, deadline * 6 + 5)
-    await _phase(engine, job_id, "combining")
-    await _names(stub, payload, deadline)
+    await _phase(engine, job_id, "combining")  # display names come with the rows (the query joins profiles)
     await _phase(engine, job_id, "storing")
     stored = await asyncio.to_thread(jobs.update_active, engine, job_id, state="succeeded", phase="storing",
                                      progress=1.0, result=payload)
