@@ -215,6 +215,32 @@ class ActorAggregate(Base):
     __table_args__ = (Index(None, "tier", "bucket_start"),)
 
 
+#: Entries kept per top list, by tier (day, 8-day and 64-day blocks; finer buckets are read whole). A
+#: bucket gets lists when its aggregates row counts more facts than its size: the query finds listed
+#: buckets by that same rule. Long windows sum many lists, so the blocks keep longer ones.
+TOP_LIST_SIZES = {3: 256, 4: 1024, 5: 1024}
+TOP_LIST_MIN_TIER = min(TOP_LIST_SIZES)
+
+
+class TopList(Base):
+    """Per target, day-or-coarser bucket, drilldown and sort column: the keys with the largest values.
+
+    `keys`/`vals` hold the TOP_LIST_SIZES[tier] largest positive values of `metric` in the bucket (ties by key
+    id), `bound` the next value (0 when every positive key is listed): no unlisted key has more in this
+    bucket. Rebuilt with the bucket's drilldown rows, in the same transaction.
+    """
+
+    __tablename__ = "top_lists"
+    target_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tier: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    bucket_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    dim: Mapped[str] = mapped_column(String(16), primary_key=True)  # note | counterparty
+    metric: Mapped[str] = mapped_column(String(32), primary_key=True)  # an ENGAGEMENT_COLUMNS name
+    keys: Mapped[list[int]] = mapped_column(ARRAY(Integer))
+    vals: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))
+    bound: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+
+
 class DirtyBucket(Base):
     """A bucket whose aggregate may disagree with its facts; the planner never reads it."""
 

@@ -52,6 +52,7 @@ from typing import Any, NamedTuple
 from pyroaring import BitMap
 from sqlalchemy import Connection, Engine, text
 
+from libs.db import models
 from libs.metrics import ENGAGEMENT_COLUMNS, ENGAGEMENT_TYPES, FACT_COLUMNS, FACT_SETS, Tier
 
 __all__ = [
@@ -73,6 +74,8 @@ PARENT: Mapping[Tier, Tier] = dict(zip(_CHAIN[:-1], _CHAIN[1:], strict=True))
 EXPIRED, FROM_CHILDREN, FROM_FACTS, STUCK = "expired", "children", "facts", "stuck"
 _NEVER = 2**62  # a horizon no bucket reaches: "this tier has no child tier"
 _DRILLDOWNS = (("note_aggregates", "note_id"), ("actor_aggregates", "actor_id"))
+#: Top lists per drilldown (services.query.topn): dimension name, table, key column.
+TOP_LIST_DIMS = (("note", "note_aggregates", "note_id"), ("counterparty", "actor_aggregates", "actor_id"))
 _UNNEST_CLAIMED = "unnest(CAST(:t AS integer[]), CAST(:b AS bigint[])) AS c(t, b)"
 # LATERAL + OFFSET 0 (no pull-up) pins the plan to one index range scan per claimed bucket,
 # whatever the statistics say (a hash/merge join over all facts is the failure mode).
@@ -273,6 +276,37 @@ def _rebuild(conn: Connection, tier: Tier, mode: str, claims: Sequence[_Claim], 
     for table, key in _DRILLDOWNS:
         sql = _drilldown_from_facts(table, key) if mode == FROM_FACTS else _drilldown_from_children(table, key)
         stats.rows_written += conn.execute(text(sql), params).rowcount
+    if tier >= models.TOP_LIST_MIN_TIER:
+        _rebuild_top_lists(conn, tier, keys)
+
+
+def _rebuild_top_lists(conn: Connection, tier: Tier, keys: dict[str, list[int]]) -> None:
+    """Replace the top lists of the claimed buckets (read back from the rows just written).
+
+    A bucket gets lists when its aggregates row counts more than TOP_LIST_SIZES[tier] facts: the query
+    finds listed buckets by that same rule (and falls back to the full aggregation if one is missing).
+    """
+    conn.execute(text(_delete_by_lateral("top_lists", _UNNEST_CLAIMED,
+                                         "target_id = c.t AND tier = :tier AND bucket_start = c.b")),
+                 keys | {"tier": int(tier)})
+    for dim, table, key in TOP_LIST_DIMS:
+        for metric in ENGAGEMENT_COLUMNS:
+            conn.execute(text(_top_list_sql(dim, table, key, metric, models.TOP_LIST_SIZES[tier])),
+                         keys | {"tier": int(tier)})
+
+
+def _top_list_sql(dim: str, table: str, key: str, metric: str, n: int) -> str:
+    return (
+        "INSERT INTO top_lists (target_id, tier, bucket_start, dim, metric, keys, vals, bound) "
+        f"SELECT c.t, :tier, c.b, '{dim}', '{metric}', coalesce(l.keys[1:{n}], '{{}}'), "
+        f"coalesce(l.vals[1:{n}], '{{}}'), coalesce(l.vals[{n + 1}], 0) "
+        f"FROM {_UNNEST_CLAIMED} JOIN aggregates a ON a.target_id = c.t AND a.tier = :tier AND a.bucket_start = c.b "
+        "CROSS JOIN LATERAL (SELECT array_agg(x.k ORDER BY x.v DESC, x.k) AS keys, "
+        "array_agg(x.v ORDER BY x.v DESC, x.k) AS vals FROM ("
+        f"SELECT g.{key} AS k, g.{metric} AS v FROM {table} g WHERE g.target_id = c.t AND g.tier = :tier "
+        f"AND g.bucket_start = c.b AND g.{metric} > 0 ORDER BY g.{metric} DESC, g.{key} LIMIT {n + 1}) x) l "
+        f"WHERE a.facts > {n}"
+    )
 
 
 def _aggregate_rows_from_facts(conn: Connection, params: dict[str, Any], stats: RunStats) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ from tests.services.compactor.helpers import (
     aggregates_window,
     assert_clean_buckets_exact,
     assert_tier_exact,
+    assert_top_lists_exact,
     compact_until_clean,
     delete_facts,
     dirty_count,
@@ -35,6 +36,7 @@ from tests.services.compactor.helpers import (
     fact,
     facts_window,
     insert_facts,
+    random_facts,
     reset,
 )
 
@@ -150,6 +152,21 @@ def test_late_and_deleted_facts_are_rolled_up_again_minute_then_hour_then_day_th
         assert_tier_exact(engine, tier)
     sums, sets = aggregates_window(engine, 1, Tier.DAY, BASE, BASE + DAY)
     assert (sums["zaps_count"], sums["reactions_likes"], sets["reactors"]) == (4, 1, {50})
+
+
+def test_top_lists_follow_their_buckets_through_late_and_deleted_facts(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("libs.db.models.TOP_LIST_SIZES", {3: 3, 4: 5, 5: 8})
+    rows = random_facts(7, 400, 2, BASE, 20 * DAY)
+    insert_facts(engine, rows)
+    compact_until_clean(engine, now=BASE + 40 * DAY)
+    assert_top_lists_exact(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(DISTINCT tier) FROM top_lists")).scalar_one() == 3
+    insert_facts(engine, random_facts(8, 60, 2, BASE, 20 * DAY))  # late arrivals into rolled-up buckets
+    delete_facts(engine, rows[:150])
+    compact_until_clean(engine, now=BASE + 40 * DAY)
+    assert_top_lists_exact(engine)
 
 
 def test_a_bucket_whose_facts_were_all_deleted_loses_its_rows_at_every_tier(engine: Engine) -> None:
