@@ -19,6 +19,7 @@ from pyroaring import BitMap
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
+from libs.db.models import TOP_LIST_MIN_TIER
 from libs.metrics import (
     ENGAGEMENT_COLUMNS,
     ENGAGEMENT_TYPES,
@@ -30,7 +31,7 @@ from libs.metrics import (
     kind_counts,
     metrics_from_columns,
 )
-from services.query import context
+from services.query import context, topn
 from services.query.planning.plan import TIERS, Plan, plan_window
 from services.query.planning.timeseries import time_buckets
 
@@ -342,20 +343,25 @@ def engagement(conn: Connection, target: int | None, start: int, end: int, dimen
     if planned.layout is None:
         return []
     layout = planned.layout
+    if legacy:
+        rows = _legacy_engagement(conn, target, dimension, sort_column, limit, after, layout)
+    else:
+        rows = _canonical_engagement(conn, target, dimension, sort_column, limit, after, layout)
+    if layout.raw:
+        execution.raw_facts += _count_raw(conn, target, layout)
+    return rows
+
+
+def _legacy_engagement(conn: Connection, target: int, dimension: str, sort_column: str, limit: int,
+                       after: tuple[int, str] | None, layout: Layout) -> list[dict[str, Any]]:
+    """The reference: every fact of the window (the legacy layout is raw ranges only), grouped by key."""
+    if not layout.raw:
+        return []
     by = "note_id" if dimension == "note" else "actor_id"
-    table = "note_aggregates" if dimension == "note" else "actor_aggregates"
-    cols = ", ".join(f"g.{c}" for c in ENGAGEMENT_COLUMNS)
     raw_cols = ", ".join(f"({sql})::bigint AS {name}" for name, sql in ENGAGEMENT_COLUMNS.items())
     types = ", ".join(str(int(t)) for t in ENGAGEMENT_TYPES)
-    parts = []
-    if layout.segments:
-        parts.append(f"SELECT g.{by} AS k, {cols} FROM {table} g WHERE g.target_id = :t "
-                     f"AND ({_segment_filter(layout)})")
-    if layout.raw:
-        parts.append(f"SELECT f.{by} AS k, {raw_cols} FROM facts f WHERE f.target_id = :t "
-                     f"AND ({_raw_filter(layout)}) AND f.fact_type IN ({types}) AND f.{by} IS NOT NULL GROUP BY f.{by}")
-    if not parts:
-        return []
+    part = (f"SELECT f.{by} AS k, {raw_cols} FROM facts f WHERE f.target_id = :t "
+            f"AND ({_raw_filter(layout)}) AND f.fact_type IN ({types}) AND f.{by} IS NOT NULL GROUP BY f.{by}")
     sums = ", ".join(f"sum(p.{c})::bigint AS {c}" for c in ENGAGEMENT_COLUMNS)
     if dimension == "note":
         key, joins, extra, group = "n.note_key", "JOIN notes n ON n.id = p.k", ", n.deleted", ", n.deleted"
@@ -369,12 +375,21 @@ def engagement(conn: Connection, target: int | None, start: int, end: int, dimen
     if after is not None:
         having += f" AND ({metric_sql} < :av OR ({metric_sql} = :av AND {key} > :ak))"
         params["av"], params["ak"] = after
-    sql = (f"SELECT {key} AS key{extra}, {sums} FROM ({' UNION ALL '.join(parts)}) p {joins} "
+    sql = (f"SELECT {key} AS key{extra}, {sums} FROM ({part}) p {joins} "
            f"GROUP BY {key}{group} HAVING {having} ORDER BY {metric_sql} DESC, {key} ASC LIMIT :lim")
-    rows = conn.execute(text(sql), params).mappings().all()
-    if layout.raw:
-        execution.raw_facts += _count_raw(conn, target, layout)
-    return [dict(r) for r in rows]
+    return [dict(r) for r in conn.execute(text(sql), params).mappings().all()]
+
+
+def _canonical_engagement(conn: Connection, target: int, dimension: str, column: str, limit: int,
+                          after: tuple[int, str] | None, layout: Layout) -> list[dict[str, Any]]:
+    """Top lists and a threshold test when the window has day-or-coarser buckets (`topn`); the full
+    aggregation when it has none, or when the test cannot prove the page."""
+    segments, raw = list(layout.segments), list(layout.raw)
+    if any(tier >= TOP_LIST_MIN_TIER for tier, _, _ in segments):
+        found = topn.engagement_top(conn, target, dimension, column, limit, after, segments, raw)
+        if found is not None:
+            return found
+    return topn.engagement_full(conn, target, dimension, column, limit, after, segments, raw)
 
 
 def _count_raw(conn: Connection, target: int, layout: Layout) -> int:

@@ -53,7 +53,7 @@ def test_canonical_equals_legacy_for_random_facts_windows_and_compaction_states(
         db: str, seed: int, rounds: int, late: bool) -> None:
     engine = make_engine(db, pool_size=2)
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE facts, aggregates, note_aggregates, actor_aggregates, dirty_buckets, watermarks"))
+        conn.execute(text("TRUNCATE facts, aggregates, note_aggregates, actor_aggregates, top_lists, dirty_buckets, watermarks"))
     rng = random.Random(seed)
     seed_dictionaries(engine)
     facts = random_facts(rng, 400, T0, SPAN)
