@@ -87,7 +87,7 @@ def test_upgrade_to_day_blocks_marks_every_block_with_data_dirty_and_compaction_
     from tests.services.compactor.helpers import assert_tier_exact, dirty_count, fact, insert_facts
 
     url = with_database(pg_server, f"canal_mig_{uuid.uuid4().hex[:8]}")
-    upgrade(url, "0002")
+    upgrade(url)  # today's compactor rolls up to days, then the schema goes back to 0002 (no block tiers)
     eng = make_engine(url, pool_size=1)
     day, base = 86_400, 19_600 * 86_400
     now = base + 200 * day
@@ -96,6 +96,7 @@ def test_upgrade_to_day_blocks_marks_every_block_with_data_dirty_and_compaction_
     for tier in (Tier.MINUTE, Tier.HOUR, Tier.DAY):
         while compact_tier(eng, tier, 500, now=now).buckets:
             pass
+    downgrade(url, "0002")
     with eng.begin() as conn:  # a 0002 compactor stopped at days: no block rows, no block marked dirty
         conn.execute(text("DELETE FROM dirty_buckets WHERE tier > 3"))
     assert dirty_count(eng) == 0

@@ -65,7 +65,7 @@ def rest_parts(dimension: str, fine: list[tuple[int, int, int]], raw: list[tuple
     named by the CTE `small_buckets` (tier, bucket_start), to be summed by key."""
     table, key = DIMENSIONS[dimension]
     cols = ", ".join(f"g.{c}" for c in ENGAGEMENT_COLUMNS)
-    raw_cols = ", ".join(f"({sql})::bigint" for sql in ENGAGEMENT_COLUMNS.values())
+    raw_cols = ", ".join(f"({sql})::bigint AS {name}" for name, sql in ENGAGEMENT_COLUMNS.items())
     parts = []
     if small_buckets:
         parts.append(f"SELECT g.{key} AS k, {cols} FROM {small_buckets} sb CROSS JOIN LATERAL (SELECT * FROM {table} g "

@@ -104,3 +104,20 @@ def test_a_clear_leader_is_proved_from_the_lists_alone(db: str) -> None:
             note = q.engagement(conn, 1, 0, END, "note", "zaps_msats", 1, None, False, q.Execution())
             assert note[0]["key"] == "note7" and note[0]["deleted"] is True
     engine.dispose()
+
+
+def test_a_window_read_only_from_raw_facts_equals_the_legacy_scan(db: str) -> None:
+    """A window shorter than a minute has no aggregate segment: the full aggregation runs on raw facts alone."""
+    engine = make_engine(db, pool_size=2)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {TABLES}"))
+    seed_dictionaries(engine, pubkeys=20, notes=20)
+    insert_facts(engine, random_facts(random.Random(5), 400, T0, 600))
+    _compact(engine)
+    start, end = T0 + 120, T0 + 141  # 21 seconds inside one minute
+    with engine.connect() as conn:
+        for dim in ("note", "counterparty"):
+            for column in ENGAGEMENT_COLUMNS:
+                canonical = _pages(conn, 1, start, end, dim, column, 5, False, 3)
+                assert canonical == _pages(conn, 1, start, end, dim, column, 5, True, 3), (dim, column)
+    engine.dispose()
