@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -17,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 from opentelemetry import trace
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from sqlalchemy.exc import OperationalError
 
 from canal.common.v1 import types_pb2
@@ -125,6 +128,76 @@ class Servicer:
                                                 "Retry; if it persists, report the request id.",
                                                 status=grpc.StatusCode.INTERNAL))
         raise AssertionError("unreachable: abort raises")
+
+
+# Server latency buckets: the query service answers in milliseconds; jobs and bad days take seconds.
+RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class ServerMetrics(grpc.aio.ServerInterceptor):
+    """Prometheus RPC metrics of a server, named as go-grpc-prometheus names them (what gRPC dashboards and
+    alerts expect): `grpc_server_handled_total` and `grpc_server_handling_seconds` by service, method and
+    status code, and `grpc_server_started_total` by service and method.
+
+    Unary calls are timed from the handler's start to its status (an abort included); streaming calls
+    are counted as started only. Put it first in the interceptor list, so the time of the others counts.
+    """
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        labels = ["grpc_type", "grpc_service", "grpc_method"]
+        self.started = Counter("grpc_server_started", "RPCs started on the server", labels, registry=registry)
+        self.handled = Counter("grpc_server_handled", "RPCs completed on the server, by status code",
+                               [*labels, "grpc_code"], registry=registry)
+        self.seconds = Histogram("grpc_server_handling_seconds", "Time from an RPC's start to its status",
+                                 [*labels, "grpc_code"], buckets=RPC_BUCKETS, registry=registry)
+
+    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+                                details: grpc.HandlerCallDetails) -> Any:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        service, _, method = details.method.lstrip("/").rpartition("/")  # type: ignore[attr-defined]
+        if handler.unary_unary is None:
+            kind = "bidi_stream" if handler.request_streaming and handler.response_streaming else (
+                "client_stream" if handler.request_streaming else "server_stream")
+            self.started.labels(kind, service, method).inc()
+            return handler
+        inner = handler.unary_unary
+
+        async def timed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            self.started.labels("unary", service, method).inc()
+            began = time.perf_counter()
+            code = grpc.StatusCode.UNKNOWN
+            try:
+                response = await inner(request, context)
+                code = _status_code(context.code()) or grpc.StatusCode.OK
+                return response
+            except grpc.aio.AbortError:
+                code = _status_code(context.code()) or grpc.StatusCode.UNKNOWN
+                raise
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            finally:
+                values = ("unary", service, method, code.name)
+                self.handled.labels(*values).inc()
+                self.seconds.labels(*values).observe(time.perf_counter() - began)
+
+        return grpc.unary_unary_rpc_method_handler(timed, request_deserializer=handler.request_deserializer,
+                                                   response_serializer=handler.response_serializer)
+
+
+def _status_code(value: Any) -> grpc.StatusCode | None:
+    """The context's code as a StatusCode (grpc.aio reports it as an int or an enum, or None when unset)."""
+    if value is None or isinstance(value, grpc.StatusCode):
+        return value
+    return next((c for c in grpc.StatusCode if c.value[0] == value), None)
+
+
+@functools.cache
+def server_metrics() -> ServerMetrics:
+    """The process's ServerMetrics on the default Prometheus registry (what `start_http_server` serves)."""
+    return ServerMetrics()
 
 
 def create_server(

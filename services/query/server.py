@@ -20,7 +20,7 @@ from libs import query_contract as contract
 from libs.config import Settings
 from libs.db.engine import make_engine
 from libs.metrics import ENGAGEMENT_METRICS
-from libs.rpc import RECYCLED_CONNECTIONS, CanalError, Servicer
+from libs.rpc import RECYCLED_CONNECTIONS, CanalError, Servicer, server_metrics
 from libs.rpc import create_server as rpc_server
 from libs.windows.errors import PlanningError
 from libs.windows.windows import parse_tz
@@ -202,7 +202,7 @@ def _pubkey(value: str) -> str:
 
 def create_server(address: str, engine: Engine, settings: Settings,
                   interceptors: list[grpc.aio.ServerInterceptor] | None = None) -> tuple[grpc.aio.Server, int]:
-    """The query server: QueryService and JobsService, with health checking and reflection."""
+    """The query server: QueryService and JobsService, with health checking, reflection and RPC metrics."""
 
     def register(server: grpc.aio.Server) -> list[str]:
         pb_grpc.add_QueryServiceServicer_to_server(QueryService(engine, settings), server)
@@ -215,8 +215,10 @@ def create_server(address: str, engine: Engine, settings: Settings,
         return names
 
     # Clients balance per call over every query pod (libs.rpc.balanced_channel); recycling connections
-    # makes them re-resolve, so pods added by the autoscaler get calls within minutes.
-    server, port, _ = rpc_server(address, register, interceptors or [], options=RECYCLED_CONNECTIONS)
+    # makes them re-resolve, so pods added by the autoscaler get calls within minutes. RPC metrics
+    # (grpc_server_handling_seconds, served on the metrics port) come first so they time every interceptor.
+    server, port, _ = rpc_server(address, register, [server_metrics(), *(interceptors or [])],
+                                 options=RECYCLED_CONNECTIONS)
     return server, port
 
 
