@@ -115,7 +115,13 @@ class QueryService(Servicer, pb_grpc.QueryServiceServicer):
             gran = contract.granularity(request.granularity) or "day"
             names = svc.metrics_of([request.metric] if request.metric else [])
             tz = parse_tz(request.tz or "UTC")
-            plan = planned(q.series_buckets(window.start, window.end, gran, tz), prefix=True)
+            # A series is read bucket by bucket, but it is as heavy as its window: the sync limit
+            # weighs the whole window's plan (an hourly week would otherwise count 168 plans' scans)
+            whole_window = q.Execution(inputs=execution.inputs)
+            q.plan_parts(conn, target, [(window.start, window.end)], legacy, whole_window)
+            self._check_sync(conn, target, window, legacy, request.enforce_sync_limit, whole_window)
+            plan = q.plan_parts(conn, target, q.series_buckets(window.start, window.end, gran, tz), legacy,
+                                execution, prefix=True)
             points = q.series(conn, target, window.start, window.end, gran, tz, legacy, execution, plan)
             return [pb.DrilldownRow(key=str(s), start=s, end=e, metrics={n: m[n] for n in names})
                     for s, e, m in points], ""
