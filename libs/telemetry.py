@@ -1,7 +1,9 @@
 """Tracing, logging and metrics setup shared by every process.
 
 Tracing exports over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set and is otherwise a
-no-op provider (spans still propagate context, so trace ids appear in logs).
+no-op provider (spans still propagate context, so trace ids appear in logs). OpenTelemetry
+metrics (the gateway's `http.server.request.duration`) go to the same endpoint when it is set;
+Prometheus scrapes the same figures from each process's metrics port either way.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import logging
 import sys
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanProcessor
@@ -17,6 +21,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from libs.config import Settings
 
 _configured = False
+_metrics_configured = False
+METRICS_EXPORT_INTERVAL_MS = 15_000
 
 
 class TraceIdFilter(logging.Filter):
@@ -57,6 +63,25 @@ def setup_tracing(service: str, settings: Settings, exporter: SpanExporter | Non
     if not _configured:
         trace.set_tracer_provider(provider)
         _configured = True
+    return provider
+
+
+def setup_metrics(service: str, settings: Settings, reader: MetricReader | None = None) -> MeterProvider | None:
+    """Install a meter provider exporting over OTLP (or to `reader`); None when neither is configured
+    (instruments then stay no-ops)."""
+    global _metrics_configured
+    if reader is None and not settings.otel_exporter_otlp_endpoint:
+        return None
+    if reader is None:
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=settings.otel_exporter_otlp_endpoint),
+                                               export_interval_millis=METRICS_EXPORT_INTERVAL_MS)
+    provider = MeterProvider(resource=Resource.create({"service.name": settings.otel_service_name or service}),
+                             metric_readers=[reader])
+    if not _metrics_configured:
+        metrics.set_meter_provider(provider)
+        _metrics_configured = True
     return provider
 
 

@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 import grpc
-from fastapi import Request
+from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 
 from canal.common.v1 import types_pb2
@@ -17,6 +17,14 @@ from libs.envelope import drilldown_payload, finish, placeholder_meta, summary_p
 from services.gateway.auth import Principal
 from services.gateway.cache import digest, settle
 from services.gateway.context import Gateway, gateway
+from services.gateway.conventions import (
+    NO_STORE,
+    REVALIDATE,
+    answer_content,
+    matches,
+    not_modified,
+    weak_etag,
+)
 from services.gateway.errors import UpstreamError, unavailable
 from services.gateway.params import AnalyticsQuery
 from services.gateway.redis_guard import RedisDown
@@ -34,16 +42,23 @@ QUEUE_DOWN_HINT = ("The job queue (Redis) is unavailable, so heavy requests cann
                    "or narrow the window to answer synchronously.")
 
 
-async def respond(request: Request, principal: Principal, q: AnalyticsQuery, legacy_path: bool = False) -> JSONResponse:
-    """The sync answer (200), a job handle for heavy requests (202), or the mapped error."""
+async def respond(request: Request, principal: Principal, q: AnalyticsQuery, legacy_path: bool = False) -> Response:
+    """The sync answer (200, with an ETag), 304 when the client's copy is current (If-None-Match), a job
+    handle for heavy requests (202), or the mapped error."""
     gw = gateway(request)
     rid: str = request.state.request_id
     principal.check_read(q.pubkey)
     source = "legacy" if legacy_path else await gw.source_for(q.pubkey, principal.id)
     request.state.source = source
     exact, stale = q.cache_fields(source), q.stale_fields(source)
+    if_none_match = request.headers.get("if-none-match")
     try:
         version = await gw.versions.get()
+        # A custom window's answer is a function of the data version and the request: its validator is
+        # known before anything is computed (see services/gateway/conventions.py).
+        etag = None if q.rolling else weak_etag(version, exact)
+        if etag is not None and matches(if_none_match, etag):
+            return not_modified(etag)
         payload, status = await gw.cache.answer(version, exact, stale, lambda: compute(gw, q, source, True))
     except UpstreamError as exc:
         if exc.go_async:
@@ -52,12 +67,15 @@ async def respond(request: Request, principal: Principal, q: AnalyticsQuery, leg
             kept = await gw.cache.stale(stale)
             if kept is not None:
                 log.warning("request_id=%s serving a stale answer: query service %s", rid, exc.status.name)
-                return JSONResponse(finish(kept, rid, "stale", stale=True))
+                return JSONResponse(finish(kept, rid, "stale", stale=True), headers={"Cache-Control": NO_STORE})
             if exc.status not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
                 raise unavailable("the query service did not answer and no earlier answer is cached",
                                   "Retry in a few seconds; answers served before are kept as a fallback.") from None
         raise exc.to_api() from None
-    return JSONResponse(finish(payload, rid, status))
+    etag = etag or weak_etag(version, stale, answer_content(payload))
+    if matches(if_none_match, etag):
+        return not_modified(etag)
+    return JSONResponse(finish(payload, rid, status), headers={"ETag": etag, "Cache-Control": REVALIDATE})
 
 
 async def compute(gw: Gateway, q: AnalyticsQuery, source: str, enforce: bool) -> dict[str, Any]:
@@ -102,7 +120,8 @@ async def accept_job(gw: Gateway, rid: str, q: AnalyticsQuery, principal: Princi
     start, end, label = q.resolved
     body = {"data": {"job": {"id": job_id, "state": state, "status_url": status_url}},
             "meta": placeholder_meta(source, start, end, label)}
-    return JSONResponse(finish(body, rid, "bypass"), status_code=202, headers={"Location": status_url})
+    return JSONResponse(finish(body, rid, "bypass"), status_code=202,
+                        headers={"Location": status_url, "Cache-Control": NO_STORE})
 
 
 async def _shared_job(gw: Gateway, q: AnalyticsQuery, principal: Principal, source: str) -> tuple[str, str]:

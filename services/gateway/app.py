@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from opentelemetry import trace
 from opentelemetry.propagate import extract
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -24,9 +24,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from libs.config import Settings
 from libs.db.engine import make_engine
 from services.gateway.context import Gateway
+from services.gateway.conventions import install_cors
 from services.gateway.docs import SECURITY_SCHEMES
 from services.gateway.errors import INTERNAL_HINT, ApiError, unavailable, validation_error
-from services.gateway.observability import request_id
+from services.gateway.observability import (
+    metric_attributes,
+    request_attributes,
+    request_id,
+    response_attributes,
+    route_template,
+    span_name,
+)
 from services.gateway.routes import admin, analytics, jobs, ops, tracking
 
 log = logging.getLogger(__name__)
@@ -76,6 +84,7 @@ def create_app(settings: Settings, query_channel_factory: ChannelFactory | None 
     app.mount("/static", StaticFiles(directory=ops.STATIC_DIR, check_dir=False), name="static")
     _install_error_handlers(app)
     _install_observer(app, gw)
+    install_cors(app)  # outermost, so every answer (a 500 from `observe` too) carries the CORS headers
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
@@ -107,7 +116,8 @@ def error_response(request: Request, err: ApiError) -> JSONResponse:
 
 
 def _install_observer(app: FastAPI, gw: Gateway) -> None:
-    """Request id, metrics per route/status/source, and 500s that never leak internals."""
+    """Request id, one server span and metrics per request (OpenTelemetry HTTP semantic conventions, plus
+    canal's route/status/source counts), and 500s that never leak internals."""
 
     @app.middleware("http")
     async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -116,8 +126,8 @@ def _install_observer(app: FastAPI, gw: Gateway) -> None:
         request.state.source = "none"
         started = time.perf_counter()
         # One server span per request: gRPC calls below are its children, and logs carry its trace id.
-        with tracer.start_as_current_span(f"HTTP {request.method}", context=extract(dict(request.headers)),
-                                          kind=SpanKind.SERVER) as span:
+        with tracer.start_as_current_span(span_name(request, None), context=extract(dict(request.headers)),
+                                          kind=SpanKind.SERVER, attributes=request_attributes(request)) as span:
             span.set_attribute("canal.request_id", rid)
             try:
                 response = await call_next(request)
@@ -129,15 +139,15 @@ def _install_observer(app: FastAPI, gw: Gateway) -> None:
                 log.exception("request_id=%s unhandled error on %s %s", rid, request.method, request.url.path)
                 response = JSONResponse(ApiError(500, "INTERNAL", "the request failed unexpectedly",
                                                  INTERNAL_HINT).body(rid), status_code=500)
-            route = request.scope.get("route")
-            template = getattr(route, "path", None) or ("/static" if request.url.path.startswith("/static/")
-                                                        else "unmatched")
+            route = route_template(request)
             source = getattr(request.state, "source", "none")
-            span.update_name(f"HTTP {request.method} {template}")
-            span.set_attribute("http.route", template)
-            span.set_attribute("http.response.status_code", response.status_code)
+            span.update_name(span_name(request, route))
+            span.set_attributes(response_attributes(route, response.status_code))
             span.set_attribute("canal.source", source)
-        gw.metrics.observe(template, response.status_code, source, time.perf_counter() - started)
+            if response.status_code >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+        gw.metrics.observe(route or "unmatched", response.status_code, source, time.perf_counter() - started,
+                           metric_attributes(request, route, response.status_code))
         response.headers["X-Request-ID"] = rid
         return response
 

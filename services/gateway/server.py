@@ -9,7 +9,7 @@ import sys
 import uvicorn
 
 from libs.config import Settings
-from libs.telemetry import setup_tracing
+from libs.telemetry import setup_metrics, setup_tracing
 from services.gateway.app import create_app, default_channel_factory
 
 log = logging.getLogger(__name__)
@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 async def serve(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT (uvicorn's handlers), then drain and close the clients."""
     setup_tracing("canal-gateway", settings)
+    setup_metrics("canal-gateway", settings)  # before create_app: its instruments bind to this provider
     app = create_app(settings, query_channel_factory=default_channel_factory(settings))
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
                             access_log=False, lifespan="on", proxy_headers=True, timeout_graceful_shutdown=10,

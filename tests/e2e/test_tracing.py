@@ -210,3 +210,27 @@ async def test_the_async_job_runs_in_the_trace_of_the_request_that_created_it(
         pytest.xfail(JOB_PATCH)
     served = [s for s in job_spans if s.name == SUMMARY_RPC and s.kind == SpanKind.SERVER]
     assert served and all(s.context.trace_id == request_trace for s in served)
+
+
+async def test_the_gateway_span_follows_the_http_semantic_conventions(
+        traced: Traced, spans: InMemorySpanExporter) -> None:
+    port = int(traced.base_url.rsplit(":", 1)[1])
+    async with httpx.AsyncClient(base_url=traced.base_url, timeout=30,
+                                 headers={"Authorization": f"Bearer {traced.key}", "User-Agent": "semconv-test"}) as http:
+        assert (await http.get("/api/v2/analytics/summary", params={"pubkey": ALICE_PK, "window": "7d"})).status_code == 200
+        assert (await http.get(f"/api/v2/analytics/jobs/{'0' * 32}")).status_code == 404
+        assert (await http.get("/no/such/route")).status_code == 404
+    servers = {s.name: s for s in spans.get_finished_spans() if s.kind == SpanKind.SERVER and s.parent is None}
+    summary = servers["GET /api/v2/analytics/summary"]
+    attrs = dict(summary.attributes or {})
+    assert attrs["http.request.method"] == "GET" and attrs["http.route"] == "/api/v2/analytics/summary"
+    assert attrs["url.path"] == "/api/v2/analytics/summary" and attrs["url.scheme"] == "http"
+    assert attrs["url.query"].startswith("pubkey=") and attrs["http.response.status_code"] == 200
+    assert attrs["server.address"] == "127.0.0.1" and attrs["server.port"] == port
+    assert attrs["client.address"] == "127.0.0.1" and attrs["network.protocol.version"] == "1.1"
+    assert attrs["user_agent.original"] == "semconv-test" and "error.type" not in attrs
+    job = servers["GET /api/v2/analytics/jobs/{job_id}"]  # the template, never the id
+    assert (job.attributes or {})["http.response.status_code"] == 404
+    assert job.status.status_code == trace.StatusCode.UNSET  # a 4xx is the client's, not a server error
+    unmatched = servers["GET"]  # no route: the method alone, and no http.route
+    assert "http.route" not in (unmatched.attributes or {})

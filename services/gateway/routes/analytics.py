@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from canal.query.v1 import query_service_pb2 as qpb
@@ -47,7 +47,7 @@ LEGACY_DOC = " Legacy path: a raw scan of facts with no rollups (meta.source is 
             description=SUMMARY_DOC, responses={**ACCEPTED, **errors(*READ_ERRORS)}, openapi_extra=SECURED)
 async def summary_v2(request: Request, principal: Reader, pubkey: PubkeyQ, window: WindowQ = None,
                      start: StartQ = None, end: EndQ = None, metrics: MetricsQ = None,
-                     tz: TzQ = None) -> JSONResponse:
+                     tz: TzQ = None) -> Response:
     q = build_query("summary", pubkey, window, start, end, metrics=metrics, tz=tz)
     return await analytics.respond(request, principal, q)
 
@@ -57,7 +57,7 @@ async def summary_v2(request: Request, principal: Reader, pubkey: PubkeyQ, windo
 async def drilldown_v2(request: Request, principal: Reader, pubkey: PubkeyQ, dimension: DimensionQ,
                        window: WindowQ = None, start: StartQ = None, end: EndQ = None, metric: MetricQ = None,
                        granularity: GranularityQ = None, tz: TzQ = None, limit: LimitQ = None,
-                       cursor: CursorQ = None) -> JSONResponse:
+                       cursor: CursorQ = None) -> Response:
     q = build_query("drilldown", pubkey, window, start, end, dimension=dimension, metric=metric,
                     granularity=granularity, tz=tz, limit=limit, cursor=cursor)
     return await analytics.respond(request, principal, q)
@@ -68,7 +68,7 @@ async def drilldown_v2(request: Request, principal: Reader, pubkey: PubkeyQ, dim
             openapi_extra=SECURED)
 async def summary_v1(request: Request, principal: Reader, pubkey: PubkeyQ, window: WindowQ = None,
                      start: StartQ = None, end: EndQ = None, metrics: MetricsQ = None,
-                     tz: TzQ = None) -> JSONResponse:
+                     tz: TzQ = None) -> Response:
     q = build_query("summary", pubkey, window, start, end, metrics=metrics, tz=tz)
     return await analytics.respond(request, principal, q, legacy_path=True)
 
@@ -79,7 +79,7 @@ async def summary_v1(request: Request, principal: Reader, pubkey: PubkeyQ, windo
 async def drilldown_v1(request: Request, principal: Reader, pubkey: PubkeyQ, dimension: DimensionQ,
                        window: WindowQ = None, start: StartQ = None, end: EndQ = None, metric: MetricQ = None,
                        granularity: GranularityQ = None, tz: TzQ = None, limit: LimitQ = None,
-                       cursor: CursorQ = None) -> JSONResponse:
+                       cursor: CursorQ = None) -> Response:
     q = build_query("drilldown", pubkey, window, start, end, dimension=dimension, metric=metric,
                     granularity=granularity, tz=tz, limit=limit, cursor=cursor)
     return await analytics.respond(request, principal, q, legacy_path=True)

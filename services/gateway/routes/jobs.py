@@ -16,6 +16,7 @@ from libs.envelope import finish, placeholder_meta
 from services.gateway import analytics
 from services.gateway.auth import Principal
 from services.gateway.context import Gateway, gateway
+from services.gateway.conventions import NO_STORE, RESULT_MAX_AGE, matches, not_modified, weak_etag
 from services.gateway.csv_export import result_csv
 from services.gateway.docs import READ_ERRORS, SECURED, errors
 from services.gateway.errors import ApiError, UpstreamError, job_not_found
@@ -81,7 +82,8 @@ def _visible_id(job_id: str) -> str:
 def _status_answer(request: Request, job: jpb.Job) -> JSONResponse:
     meta = job_meta(job)
     request.state.source = meta["source"]
-    return JSONResponse(finish({"data": job_status(job), "meta": meta}, request.state.request_id, "bypass"))
+    return JSONResponse(finish({"data": job_status(job), "meta": meta}, request.state.request_id, "bypass"),
+                        headers={"Cache-Control": NO_STORE})
 
 
 @router.post("/api/v2/analytics/jobs", status_code=202, response_model=JobAcceptedEnvelope,
@@ -147,8 +149,10 @@ def _result_answer(request: Request, principal: Principal, resp: jpb.GetJobResul
     request.state.source = meta["source"]
     state = STATES.get(job.state, "queued")
     if state in ("queued", "running"):
-        handle = {"id": job.id, "state": state, "status_url": f"{analytics.JOBS_PATH}/{job.id}"}
-        return JSONResponse(finish({"data": {"job": handle}, "meta": meta}, rid, "bypass"), status_code=202)
+        status_url = f"{analytics.JOBS_PATH}/{job.id}"
+        handle = {"id": job.id, "state": state, "status_url": status_url}
+        return JSONResponse(finish({"data": {"job": handle}, "meta": meta}, rid, "bypass"), status_code=202,
+                            headers={"Location": status_url, "Retry-After": "1", "Cache-Control": NO_STORE})
     if state == "cancelled":
         raise ApiError(409, "JOB_CANCELLED", "the job was cancelled, so it has no result",
                        "Start a new job with the same parameters.")
@@ -156,8 +160,13 @@ def _result_answer(request: Request, principal: Principal, resp: jpb.GetJobResul
         err = job_error(job) or {}
         raise ApiError(409, "JOB_FAILED", "the job failed, so it has no result: " + err.get("message", ""),
                        err.get("hint") or "Start a new job; if it fails again, report the job id.")
+    # A succeeded job's result never changes: one validator per job and format, kept for the result's life.
+    etag = weak_etag("job-result", job.id, fmt)
+    if matches(request.headers.get("if-none-match"), etag):
+        return not_modified(etag, RESULT_MAX_AGE)
+    cached = {"ETag": etag, "Cache-Control": RESULT_MAX_AGE}
     envelope = json.loads(resp.result_json)
     if fmt == "csv":
         return Response(result_csv(envelope), media_type="text/csv; charset=utf-8",
-                        headers={"Content-Disposition": f'attachment; filename="canal-{job.id}.csv"'})
-    return JSONResponse(finish(envelope, rid, "bypass"))
+                        headers={"Content-Disposition": f'attachment; filename="canal-{job.id}.csv"', **cached})
+    return JSONResponse(finish(envelope, rid, "bypass"), headers=cached)

@@ -81,7 +81,9 @@ async def readyz(request: Request) -> JSONResponse:
                 "# TYPE canal_http_requests_total counter\n"
                 'canal_http_requests_total{route="/api/v2/analytics/summary",source="canonical",status="200"} 42.0\n')}},
                              "description": "canal_http_requests_total{route,status,source}, "
-                                            "canal_http_request_duration_seconds{route,source} and process metrics."}})
+                                            "canal_http_request_duration_seconds{route,source}, the OpenTelemetry "
+                                            "http_server_request_duration_seconds{http_request_method,http_route,"
+                                            "http_response_status_code} and process metrics."}})
 async def metrics(request: Request) -> Response:
     return Response(gateway(request).metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
