@@ -15,6 +15,7 @@ from libs.nostr.identity import parse_key
 from services.gateway.auth import Authenticator, ensure_demo_key
 from services.gateway.cache import AnswerCache
 from services.gateway.flags import FlagCache, serves_canonical
+from services.gateway.identity import KeyResolver
 from services.gateway.observability import HttpMetrics
 from services.gateway.query_client import ChannelFactory, DataVersions, QueryClient
 from services.gateway.redis_guard import RedisGuard
@@ -36,6 +37,7 @@ class Gateway:
     cache: AnswerCache
     versions: DataVersions
     metrics: HttpMetrics
+    keys: KeyResolver = field(default_factory=KeyResolver)  # hex, npub, nprofile or NIP-05 -> hex
     _demo_key: str | None = None
     _default_pubkey: tuple[str | None, float] = (None, 0.0)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)

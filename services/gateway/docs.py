@@ -11,7 +11,7 @@ RID = "6f1c2a9e0b7d4d1f9a3e5c7b8d9e0f1a"
 ERROR_EXAMPLES: dict[int, dict[str, tuple[str, str]]] = {
     400: {
         "INVALID_PUBKEY": ("pubkey must be 64 lowercase hex characters or an npub1... string",
-                           "Pass pubkey as 64 lowercase hex characters or an npub1… string."),
+                           "Pass pubkey as 64 lowercase hex characters, an npub1… or nprofile1… string, or a NIP-05 name@domain."),
         "INVALID_WINDOW": ("window='8d' is not a known window",
                            "window must be one of 1h|24h|7d|30d|90d|365d|all, or give start and end instead"),
         "UNKNOWN_METRIC": ("unknown metric 'zaps.total'", "Known metrics: zaps.count, zaps.msats, …"),

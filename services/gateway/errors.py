@@ -56,7 +56,7 @@ FIELD_CODES = {
 }
 
 FIELD_HINTS = {
-    "pubkey": "Pass pubkey as 64 lowercase hex characters or an npub1… string.",
+    "pubkey": "Pass pubkey as 64 lowercase hex characters, an npub1… or nprofile1… string, or a NIP-05 name@domain.",
     "window": "Give window=1h|24h|7d|30d|90d|365d|all, or both start and end.",
     "start": "Give start and end as unix seconds or RFC 3339 with an offset.",
     "end": "Give start and end as unix seconds or RFC 3339 with an offset.",

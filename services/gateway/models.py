@@ -8,7 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from libs.query_contract import MAX_PAGE, Dimension, Granularity
 
-PUBKEY_PATTERN = r"^(?:[0-9a-f]{64}|npub1[02-9ac-hj-np-z]{58})$"
+# 64 hex, npub or nprofile (NIP-19, optionally `nostr:`-prefixed), or NIP-05 name@domain.
+PUBKEY_PATTERN = (r"^(?:[0-9a-f]{64}|(?:nostr:)?npub1[02-9ac-hj-np-z]{58}|(?:nostr:)?nprofile1[02-9ac-hj-np-z]{58,2000}"
+                  r"|[A-Za-z0-9._-]{1,64}@[A-Za-z0-9.-]{1,253}(?::[0-9]{1,5})?)$")
 EXAMPLE_PUBKEY = "82341f882b6eabcd2ba7f1ef90aad961cf074af15b9ef44a09f9d2a8fbfbe6a2"
 EXAMPLE_NPUB = "npub1sg6plzptd64u62a878hep2kev88swjh3tw00gjsfl8f237lmu63q0uf63m"
 CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
@@ -204,7 +206,7 @@ class JobCreate(BaseModel):
         {"kind": "drilldown", "pubkey": EXAMPLE_NPUB, "start": "2024-01-01T00:00:00Z",
          "end": "2024-07-01T00:00:00Z", "dimension": "time", "granularity": "week"}]})
     kind: Literal["summary", "drilldown"]
-    pubkey: str = Field(max_length=128, description="64 lowercase hex or npub1…")
+    pubkey: str = Field(max_length=2048, description="64 lowercase hex, npub1…, nprofile1… or NIP-05 name@domain")
     window: RollingWindow | None = None
     start: str | None = Field(default=None, max_length=64)
     end: str | None = Field(default=None, max_length=64)

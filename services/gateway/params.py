@@ -15,7 +15,7 @@ from typing import Any
 from canal.common.v1 import types_pb2
 from canal.query.v1 import query_service_pb2 as qpb
 from libs import query_contract as contract
-from libs.nostr.bech32 import parse_pubkey
+from libs.nostr.identity import parse_key
 from libs.windows.errors import PlanningError
 from libs.windows.windows import parse_tz, resolve_window
 from services.gateway.errors import FIELD_HINTS, ApiError
@@ -24,11 +24,12 @@ CURSOR = re.compile(r"p([0-9]{1,12})_([A-Za-z0-9_-]+)")
 
 
 def pubkey_hex(value: str | None) -> str:
-    """64 lowercase hex or npub1… as hex, else 400 INVALID_PUBKEY."""
+    """64 lowercase hex, npub1… or nprofile1… as hex, else 400 INVALID_PUBKEY (a NIP-05 identifier is
+    resolved before, by `services.gateway.identity.KeyResolver`)."""
     if not value:
         raise ApiError(400, "INVALID_PUBKEY", "pubkey is required", FIELD_HINTS["pubkey"])
     try:
-        return parse_pubkey(value)
+        return parse_key(value).pubkey
     except ValueError as exc:
         raise ApiError(400, "INVALID_PUBKEY", str(exc), FIELD_HINTS["pubkey"]) from None
 

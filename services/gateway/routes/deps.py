@@ -37,9 +37,15 @@ async def admin_principal(principal: Annotated[Principal, Depends(current_princi
 Reader = Annotated[Principal, Depends(current_principal)]
 Admin = Annotated[Principal, Depends(admin_principal)]
 
-PubkeyQ = Annotated[str, Query(
-    description="The target: 64 lowercase hex characters or an npub1… (NIP-19) string.",
-    pattern=PUBKEY_PATTERN, examples=[EXAMPLE_PUBKEY, EXAMPLE_NPUB])]
+async def target_pubkey(request: Request, pubkey: Annotated[str, Query(
+        description="The target: 64 lowercase hex characters, an npub1… or nprofile1… (NIP-19) string, or a "
+                    "NIP-05 identifier name@domain (resolved by the gateway; one it cannot resolve is 400 "
+                    "INVALID_PUBKEY).", pattern=PUBKEY_PATTERN, examples=[EXAMPLE_PUBKEY, EXAMPLE_NPUB])]) -> str:
+    """The target as 64 hex, resolved after authentication (declare it after the principal)."""
+    return await gateway(request).keys.pubkey(pubkey)
+
+
+PubkeyQ = Annotated[str, Depends(target_pubkey)]
 WindowQ = Annotated[RollingWindow | None, Query(
     description="A rolling window ending now. Give either window, or both start and end.", examples=["7d"])]
 StartQ = Annotated[str | None, Query(

@@ -93,7 +93,7 @@ def _status_answer(request: Request, job: jpb.Job) -> JSONResponse:
              responses=errors(*READ_ERRORS), openapi_extra=SECURED)
 async def create_job(request: Request, principal: Reader, body: JobCreate) -> JSONResponse:
     gw = gateway(request)
-    q = build_query(body.kind, body.pubkey, body.window, body.start, body.end, metrics=body.metrics, tz=body.tz,
+    q = build_query(body.kind, await gw.keys.pubkey(body.pubkey), body.window, body.start, body.end, metrics=body.metrics, tz=body.tz,
                     dimension=body.dimension, metric=body.metric, granularity=body.granularity, limit=body.limit,
                     cursor=body.cursor)
     principal.check_read(q.pubkey)

@@ -1,0 +1,106 @@
+"""Target keys in every form a Nostr client has them: 64 hex, npub, nprofile (NIP-19, `nostr:` prefix
+allowed) and NIP-05 `name@domain`, resolved to hex before a request is validated further.
+
+hex, npub and nprofile are parsed offline (`libs.nostr.identity.parse_key`). A NIP-05 identifier is
+resolved by the gateway (`https://<domain>/.well-known/nostr.json?name=<name>`), after the caller has
+authenticated, with the answer kept `ttl_s` (a failure `failure_ttl_s`, so a bad identifier does not
+make the gateway ask its domain on every retry). Only public domains are asked: a domain that is an
+address or resolves to a loopback, private or link-local address is refused (the gateway must not be a
+way to reach its own network), unless `allow_private` (tests, a NIP-05 server on the same machine).
+Every failure is `400 INVALID_PUBKEY` naming what went wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import time
+from collections import OrderedDict
+from urllib.parse import urlsplit
+
+import httpx
+
+from libs.nostr.identity import NIP05_TIMEOUT_S, is_nip05, parse_key, resolve_nip05
+from services.gateway.errors import FIELD_HINTS, ApiError
+
+NIP05_HINT = ("A NIP-05 identifier (name@domain) resolves through https://<domain>/.well-known/nostr.json; check "
+              "the spelling, or pass the key as 64 hex, npub1… or nprofile1….")
+CACHE_SIZE = 4096
+
+
+def _public_hosts_only(host: str) -> None:
+    """ValueError unless every address `host` names is a public (global) one."""
+    try:
+        addresses = {ipaddress.ip_address(host)}
+    except ValueError:
+        try:
+            infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise ValueError(f"{host} does not resolve ({exc.strerror or exc})") from None
+        addresses = {ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos}
+    if not addresses or not all(a.is_global for a in addresses):
+        raise ValueError(f"{host} is not a public address; this gateway asks public domains only")
+
+
+def fetch_json(url: str, allow_private: bool = False) -> dict:
+    """GET a nostr.json (no redirects: a domain may not send the gateway elsewhere)."""
+    host = urlsplit(url).hostname or ""
+    if not allow_private:
+        _public_hosts_only(host)
+    resp = httpx.get(url, timeout=NIP05_TIMEOUT_S, follow_redirects=False, headers={"Accept": "application/json"})
+    resp.raise_for_status()
+    body = resp.json()
+    if not isinstance(body, dict):
+        raise ValueError("nostr.json is not a JSON object")
+    return body
+
+
+def invalid_pubkey(message: str, hint: str = FIELD_HINTS["pubkey"]) -> ApiError:
+    return ApiError(400, "INVALID_PUBKEY", message, hint)
+
+
+class KeyResolver:
+    """Any accepted form of a key as 64 hex (NIP-05 answers cached), else ApiError INVALID_PUBKEY."""
+
+    def __init__(self, allow_private: bool = False, ttl_s: float = 300.0, failure_ttl_s: float = 30.0) -> None:
+        self.allow_private = allow_private
+        self.ttl_s, self.failure_ttl_s = ttl_s, failure_ttl_s
+        self._known: OrderedDict[str, tuple[float, str | None, str]] = OrderedDict()  # id -> (until, hex, error)
+
+    async def pubkey(self, value: str | None) -> str:
+        """The hex key `value` names."""
+        text = (value or "").strip()
+        if not text:
+            raise invalid_pubkey("pubkey is required")
+        if not is_nip05(text):
+            try:
+                return parse_key(text).pubkey
+            except ValueError as exc:
+                raise invalid_pubkey(str(exc)) from None
+        identifier = text.lower()
+        known = self._known.get(identifier)
+        if known is None or known[0] < time.monotonic():
+            known = await self._resolve(identifier)
+        _, hexkey, error = known
+        if hexkey is None:
+            raise invalid_pubkey(f"the NIP-05 identifier {identifier} could not be resolved: {error}", NIP05_HINT)
+        return hexkey
+
+    async def _resolve(self, identifier: str) -> tuple[float, str | None, str]:
+        def fetch(url: str) -> dict:
+            return fetch_json(url, self.allow_private)
+
+        try:
+            resolved = await asyncio.wait_for(asyncio.to_thread(resolve_nip05, identifier, fetch),
+                                              NIP05_TIMEOUT_S + 1.0)
+            entry: tuple[float, str | None, str] = (time.monotonic() + self.ttl_s, resolved.pubkey, "")
+        except TimeoutError:
+            entry = (time.monotonic() + self.failure_ttl_s, None, "its domain did not answer in time")
+        except ValueError as exc:
+            entry = (time.monotonic() + self.failure_ttl_s, None, str(exc))
+        self._known[identifier] = entry
+        self._known.move_to_end(identifier)
+        while len(self._known) > CACHE_SIZE:
+            self._known.popitem(last=False)
+        return entry
