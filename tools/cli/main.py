@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 from libs.config import get_settings
 from tools.cli import provider as provider_cli
+from tools.cli import query_cmds as query_cli
 from tools.cli import track as track_cli
 
 SERVICES = ("ingest", "compactor", "query", "worker", "gateway", "demo-relay")
@@ -70,13 +71,10 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
 def _cmd_import(args: argparse.Namespace) -> int:
     from libs.db.engine import make_engine
-    from services.ingest.importer import format_summary, import_file
+    from tools.cli.importing import run_import
     from tools.cli.up import database_url_or_exit
 
-    engine = make_engine(database_url_or_exit(get_settings()))
-    summary = import_file(args.file, engine, batch=args.batch, progress=not args.quiet)
-    print(format_summary(summary))
-    return 0
+    return run_import(args, make_engine(database_url_or_exit(get_settings())))
 
 
 def _cmd_keys(args: argparse.Namespace) -> int:
@@ -117,8 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply database migrations")
     s = sub.add_parser("serve", help="run one service in the foreground")
     s.add_argument("service", choices=SERVICES)
-    i = sub.add_parser("import", help="import events from a JSONL or JSON-array file")
-    i.add_argument("file")
+    i = sub.add_parser("import", help="import events from a JSONL or JSON-array file, .gz, or - (stdin)")
+    i.add_argument("file", help="a JSONL or JSON-array file, gzip-compressed or not; - reads standard input")
     i.add_argument("--batch", type=int, default=1000)
     i.add_argument("--quiet", action="store_true")
     k = sub.add_parser("keys", help="manage API keys")
@@ -153,13 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     ld.add_argument("--api-key", default=None, help="default: the demo key from /ui/config.json")
     track_cli.add_parser(sub)
     provider_cli.add_parser(sub)
+    query_cli.add_parsers(sub)
     return p
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "up": _cmd_up, "migrate": _cmd_migrate, "import": _cmd_import, "keys": _cmd_keys, "flag": _cmd_flag,
     "drift": _cmd_drift, "bench": _cmd_bench, "load": _cmd_load, "track": track_cli.track,
-    "provider": provider_cli.provider,
+    "provider": provider_cli.provider, "summary": query_cli.summary, "drilldown": query_cli.drilldown,
+    "status": query_cli.status,
 }
 
 
