@@ -15,7 +15,7 @@ from libs.nostr.identity import parse_key
 from services.gateway.auth import Authenticator, ensure_demo_key
 from services.gateway.cache import AnswerCache
 from services.gateway.flags import FlagCache, serves_canonical
-from services.gateway.identity import KeyResolver
+from services.gateway.identity import KeyResolver, loopback_only
 from services.gateway.observability import HttpMetrics
 from services.gateway.query_client import ChannelFactory, DataVersions, QueryClient
 from services.gateway.redis_guard import RedisGuard
@@ -51,7 +51,8 @@ class Gateway:
             settings=settings, engine=engine, redis=redis, client=client, flags=FlagCache(engine),
             auth=Authenticator(engine, redis),
             cache=AnswerCache(redis, settings.cache_ttl_s, STALE_TTL_S, settings.query_deadline_s + 1.0),
-            versions=DataVersions(client.data_version), metrics=HttpMetrics())
+            versions=DataVersions(client.data_version), metrics=HttpMetrics(),
+            keys=KeyResolver(allow_private=loopback_only(settings.host)))
 
     async def source_for(self, pubkey_hex: str, principal_id: str) -> str:
         """canonical or legacy, as the feature flag decides for this target and principal."""

@@ -6,7 +6,8 @@ resolved by the gateway (`https://<domain>/.well-known/nostr.json?name=<name>`),
 authenticated, with the answer kept `ttl_s` (a failure `failure_ttl_s`, so a bad identifier does not
 make the gateway ask its domain on every retry). Only public domains are asked: a domain that is an
 address or resolves to a loopback, private or link-local address is refused (the gateway must not be a
-way to reach its own network), unless `allow_private` (tests, a NIP-05 server on the same machine).
+way to reach its own network), unless `allow_private`: a gateway listening on loopback only (`make run`,
+tests) allows them, as its callers are on the same machine anyway.
 Every failure is `400 INVALID_PUBKEY` naming what went wrong.
 """
 
@@ -54,6 +55,15 @@ def fetch_json(url: str, allow_private: bool = False) -> dict:
     if not isinstance(body, dict):
         raise ValueError("nostr.json is not a JSON object")
     return body
+
+
+def loopback_only(host: str) -> bool:
+    """True when the gateway listens on loopback only (its clients are on this machine, as in `make run`):
+    then NIP-05 domains on this machine or its network may be asked too."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def invalid_pubkey(message: str, hint: str = FIELD_HINTS["pubkey"]) -> ApiError:

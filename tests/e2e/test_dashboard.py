@@ -419,3 +419,67 @@ def test_backfilling_and_untracked_keys_are_named_in_the_partial_banner(suite: S
         assert "does not track this key" in untracked.inner_text()
     finally:
         _track(suite, "remove", suite.default_pubkey)
+
+
+# ---------------------------------------------------------------- keys in every form, CSV of every panel
+
+def test_nip05_and_nprofile_keys_show_the_same_numbers(suite: Suite, new_page: Any) -> None:
+    """A NIP-05 name (resolved by the gateway) and an nprofile (decoded in the page) load the key they name."""
+    from libs.nostr.bech32 import nprofile_encode
+    from tests.libs.nostr.nip05 import nip05_server
+
+    page, _ = open_dashboard(suite, new_page)
+    with nip05_server({"creator": suite.default_pubkey}) as domain:
+        for key in (f"creator@{domain}", nprofile_encode(suite.default_pubkey, ["wss://relay.example"])):
+            page.evaluate("document.querySelector('#pubkey-help').dataset.pubkey = ''")
+            page.fill('[data-testid="pubkey-input"]', key)
+            page.press('[data-testid="pubkey-input"]', "Enter")
+            page.wait_for_function("(pk) => document.querySelector('#pubkey-help').dataset.pubkey === pk",
+                                   arg=suite.default_pubkey)
+            page.wait_for_url(f"**pubkey={key.replace(':', '%3A').replace('@', '%40')}**")
+            state = wait_loaded(page, "7d")
+            answer = summary_api(suite, state["start"], state["end"])
+            assert state["cards"]["reactions.count"] == answer["data"]["metrics"]["reactions.count"], key
+            assert page.get_attribute('[data-testid="pubkey-input"]', "aria-invalid") is None
+            assert "is npub1" in page.inner_text("#pubkey-help")
+        before = page.evaluate(READ_STATE)["cards"]
+        page.fill('[data-testid="pubkey-input"]', f"nobody@{domain}")
+        page.press('[data-testid="pubkey-input"]', "Enter")
+        item = page.locator('[data-testid="error-banner"] .error-item')
+        item.wait_for(timeout=10_000)
+    assert "INVALID_PUBKEY" in item.inner_text() and "nobody@" in item.inner_text()
+    assert page.get_attribute('[data-testid="pubkey-input"]', "aria-invalid") == "true"
+    assert page.evaluate(READ_STATE)["cards"] == before, "the last numbers stay"
+
+
+def _download_csv(page: Any, panel: str) -> tuple[str, list[list[str]]]:
+    import csv
+    import io
+    from pathlib import Path
+
+    with page.expect_download() as dl:
+        page.click(f'[data-testid="{panel}"] [data-testid="csv-download"]')
+    assert dl.value.failure() is None
+    text = Path(dl.value.path()).read_text()
+    return dl.value.suggested_filename, list(csv.reader(io.StringIO(text)))
+
+
+def test_every_panel_downloads_what_it_shows_as_csv(suite: Suite, new_page: Any) -> None:
+    page, state = open_dashboard(suite, new_page)
+    name, rows = _download_csv(page, "panel-summary")
+    assert name.startswith("canal-overview-npub1") and name.endswith("-7d.csv")
+    assert rows[0] == ["metric", "value"]
+    assert {m: int(v) for m, v in rows[1:]} == state["cards"]
+
+    name, rows = _download_csv(page, "panel-chart")
+    assert name.startswith("canal-over-time-") and rows[0][:3] == ["key", "start", "end"]
+    assert len(rows) - 1 == int(page.get_attribute('[data-testid="chart"]', "data-points"))
+    assert set(METRIC_NAMES) <= set(rows[0])
+
+    for dim in ("note", "counterparty", "kind"):
+        shown = open_tab(page, dim)
+        name, rows = _download_csv(page, "panel-drilldown")
+        assert name.startswith(f"canal-breakdown-{dim}-"), name
+        assert rows[0][0] == "key" and [r[0] for r in rows[1:]] == [r["key"] for r in shown], dim
+        if dim == "counterparty":
+            assert {"npub", "display_name", "zaps.msats"} <= set(rows[0])

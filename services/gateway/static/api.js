@@ -369,7 +369,11 @@ export async function waitForJob(job, { signal, onUpdate, interval = 500 } = {})
 export async function download(url, filename) {
   const res = await send("GET", url);
   if (!res.ok) throw await errorFrom(res);
-  const blob = await res.blob();
+  saveBlob(await res.blob(), filename);
+}
+
+/** Hands a blob to the browser as a download named `filename`. */
+export function saveBlob(blob, filename) {
   const href = URL.createObjectURL(blob);
   const a = document.createElement("a");
   a.href = href;
@@ -378,6 +382,32 @@ export async function download(url, filename) {
   a.click();
   a.remove();
   setTimeout(() => URL.revokeObjectURL(href), 10_000);
+}
+
+/**
+ * CSV of answer rows, as the API's CSV of a job result: the rows' own fields, then one column per
+ * metric; a summary's metrics as metric,value lines. Text that a spreadsheet would run as a formula
+ * (display names are user content) is quoted with a leading apostrophe.
+ */
+export function answerCsv(data) {
+  const cell = (v) => {
+    let t = v == null ? "" : typeof v === "boolean" ? String(v) : String(v);
+    if (typeof v === "string" && /^[=+\-@\t\r]/.test(t)) t = "'" + t;
+    return /[",\n\r]/.test(t) ? `"${t.replaceAll('"', '""')}"` : t;
+  };
+  const lines = [];
+  if (Array.isArray(data.rows)) {
+    const rows = data.rows;
+    const fields = Object.keys(rows[0] || {}).filter((k) => k !== "metrics");
+    const metrics = [];
+    for (const r of rows) for (const m of Object.keys(r.metrics || {})) if (!metrics.includes(m)) metrics.push(m);
+    lines.push([...fields, ...metrics].map(cell).join(","));
+    for (const r of rows) lines.push([...fields.map((f) => cell(r[f])), ...metrics.map((m) => cell(r.metrics?.[m] ?? 0))].join(","));
+  } else {
+    lines.push("metric,value");
+    for (const [name, value] of Object.entries(data.metrics || {})) lines.push(`${cell(name)},${cell(value)}`);
+  }
+  return lines.join("\n") + "\n";
 }
 
 // ---------------------------------------------------------------- config & admin
@@ -440,17 +470,38 @@ function convertBits(data, from, to, pad) {
   return out;
 }
 
+/** The payload bytes of a valid bech32 string with prefix `hrp` (no 90-character limit: NIP-19), else null. */
+function bech32Bytes(s, hrp) {
+  if (typeof s !== "string" || !s.startsWith(hrp + "1")) return null;
+  const words = [...s.slice(hrp.length + 1)].map((c) => BECH32.indexOf(c));
+  if (words.some((w) => w < 0) || words.length < 7) return null;
+  if (polymod([...hrpExpand(hrp), ...words]) !== 1) return null;
+  return convertBits(words.slice(0, -6), 5, 8, false);
+}
+
+const toHex = (bytes) => bytes.map((b) => b.toString(16).padStart(2, "0")).join("");
+
 /** Hex of a valid bech32 `npub1…` (32 bytes), else null. */
 export function npubToHex(s) {
-  if (typeof s !== "string" || !s.startsWith("npub1")) return null;
-  const pos = s.lastIndexOf("1");
-  const words = [...s.slice(pos + 1)].map((c) => BECH32.indexOf(c));
-  if (words.some((w) => w < 0) || words.length < 7) return null;
-  if (polymod([...hrpExpand("npub"), ...words]) !== 1) return null;
-  const bytes = convertBits(words.slice(0, -6), 5, 8, false);
-  if (!bytes || bytes.length !== 32) return null;
-  return bytes.map((b) => b.toString(16).padStart(2, "0")).join("");
+  const bytes = bech32Bytes(s, "npub");
+  return bytes && bytes.length === 32 ? toHex(bytes) : null;
 }
+
+/** The pubkey (hex) of a valid `nprofile1…` (NIP-19 TLV: type 0 is the 32-byte key), else null. */
+export function nprofileToHex(s) {
+  const bytes = bech32Bytes(s, "nprofile");
+  if (!bytes) return null;
+  for (let i = 0; i + 2 <= bytes.length;) {
+    const [type, len] = [bytes[i], bytes[i + 1]];
+    if (i + 2 + len > bytes.length) return null;
+    if (type === 0 && len === 32) return toHex(bytes.slice(i + 2, i + 34));
+    i += 2 + len;
+  }
+  return null;
+}
+
+/** `name@domain` (NIP-05; the gateway resolves it). */
+export const isNip05 = (s) => /^[a-z0-9._-]+@[a-z0-9.-]+(:[0-9]{1,5})?$/i.test(String(s ?? "").trim());
 
 /** bech32 encoding of 32-byte hex under `hrp` (npub, note). */
 export function hexToBech32(hrp, hex) {
@@ -464,7 +515,8 @@ export function hexToBech32(hrp, hex) {
 
 /**
  * Client-side pubkey check mirroring the API's INVALID_PUBKEY rule.
- * Returns {ok, value, hex} or {ok: false, error: ApiError}.
+ * Returns {ok, value, hex} or {ok: false, error: ApiError}. A NIP-05 name@domain is
+ * {ok, value, hex: null, nip05: true}: only the gateway can resolve it (`resolvePubkey`).
  */
 export function validatePubkey(raw) {
   const s = String(raw ?? "").trim().replace(/^nostr:/, "");
@@ -473,11 +525,26 @@ export function validatePubkey(raw) {
     const hex = npubToHex(s);
     if (hex) return { ok: true, value: s, hex };
   }
-  let hint = "Enter 64 lowercase hex characters or an npub1… key.";
-  if (!s) hint = "Enter a public key: 64 lowercase hex characters or an npub1… key.";
+  if (s.startsWith("nprofile1")) {
+    const hex = nprofileToHex(s);
+    if (hex) return { ok: true, value: s, hex };
+  }
+  if (isNip05(s)) return { ok: true, value: s, hex: null, nip05: true };
+  let hint = "Enter 64 lowercase hex characters, an npub1… or nprofile1… key, or a NIP-05 name@domain.";
+  if (!s) hint = "Enter a public key: 64 lowercase hex characters, an npub1… or nprofile1… key, or a NIP-05 name@domain.";
   else if (/^[0-9a-fA-F]{64}$/.test(s)) hint = "Hex public keys must be lowercase.";
   else if (/^[0-9a-f]+$/i.test(s)) hint = `A hex public key has 64 characters; this one has ${s.length}.`;
-  else if (s.startsWith("npub1")) hint = "This npub has a typo (its checksum does not match). Copy it again.";
-  else if (/^(nsec|note|nprofile|nevent)1/.test(s)) hint = `That is a ${s.slice(0, s.indexOf("1"))}, not a public key. Paste an npub1… or 64-hex key.`;
+  else if (/^(npub|nprofile)1/.test(s)) hint = `This ${s.slice(0, s.indexOf("1"))} has a typo (its checksum does not match). Copy it again.`;
+  else if (/^(nsec|note|nevent|naddr)1/.test(s)) hint = `That is a ${s.slice(0, s.indexOf("1"))}, not a public key. Paste an npub1…, nprofile1…, 64-hex key or NIP-05 name.`;
   return { ok: false, error: new ApiError({ status: 400, code: "INVALID_PUBKEY", message: "That is not a valid public key", hint }) };
+}
+
+/**
+ * The hex key of a checked input: offline for hex/npub/nprofile; a NIP-05 name is resolved by the
+ * gateway (the smallest summary answer carries the key it resolved to). Throws the API's error.
+ */
+export async function resolvePubkey(check, opts) {
+  if (check.hex) return check.hex;
+  const r = await getSummary({ pubkey: check.value, window: "1h", metrics: "notes.count" }, opts);
+  return /^[0-9a-f]{64}$/.test(r.data?.pubkey ?? "") ? r.data.pubkey : check.value;  // (a job: let each call resolve it)
 }

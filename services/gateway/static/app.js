@@ -217,6 +217,8 @@ class Panel {
     this.viewSeq = view?.seq ?? null;
     errors.delete(this.key);
     if (this.root) {
+      const csv = $('[data-testid="csv-download"]', this.root);
+      if (csv) csv.disabled = false;
       const tag = $('[data-testid="source-tag"]', this.root);
       tag.hidden = false;
       tag.textContent = meta.source;
@@ -967,6 +969,39 @@ async function explainInvalidPubkey(raw, local) {
   }
 }
 
+const KEY_HELP = "An npub1…, nprofile1…, 64-character lowercase hex key, or a NIP-05 name@domain.";
+
+/** The help line says which key a NIP-05 name or an nprofile stands for. */
+function describeKey(check, hex) {
+  const help = $("#pubkey-help");
+  const npub = api.hexToBech32("npub", hex) || hex;
+  help.textContent = check.value === hex || check.value === npub ? KEY_HELP : `${shortHex(check.value, 24, 0)} is ${shortHex(npub, 12, 6)}`;
+  help.dataset.pubkey = hex;
+}
+
+// ---------------------------------------------------------------- CSV of each panel
+
+/** What a panel shows, as the API's CSV of the same answer (null before it shows anything). */
+function panelCsv(key) {
+  if (key === "summary") return summary.current ? api.answerCsv({ metrics: summary.current }) : null;
+  if (key === "chart") return view?.gran ? api.answerCsv({ rows: chartRows }) : null;
+  if (key === "drilldown") return drill.dim ? api.answerCsv({ rows: drill.rows }) : null;
+  return null;
+}
+
+function csvFilename(key) {
+  const w = metas.get(key)?.window || view?.window;
+  const who = api.hexToBech32("npub", view?.base.pubkey || "") || "key";
+  const what = key === "drilldown" ? `breakdown-${drill.dim}` : key === "chart" ? `over-time-${view?.gran}` : "overview";
+  const when = w?.label && w.label !== "custom" ? w.label : `${w?.start}-${w?.end}`;
+  return `canal-${what}-${who.slice(0, 16)}-${when}.csv`;
+}
+
+function downloadCsv(key) {
+  const text = panelCsv(key);
+  if (text != null) api.saveBlob(new Blob([text], { type: "text/csv;charset=utf-8" }), csvFilename(key));
+}
+
 /** Loads a whole view: summary first (fixes the window), then the rest with the same start/end. */
 async function loadView({ confirmed = false } = {}) {
   const check = api.validatePubkey($("#pubkey").value);
@@ -996,10 +1031,28 @@ async function loadView({ confirmed = false } = {}) {
     state.customDirty = false;
     updatePresetButtons();
   }
+  let hex = check.hex;
+  if (!hex) {
+    // A NIP-05 name: the gateway resolves it (once; the panels then ask for the hex key).
+    const typed = input.value;
+    try {
+      hex = await api.resolvePubkey(check);
+    } catch (e) {
+      if (api.isAbort(e) || input.value !== typed) return;
+      input.setAttribute("aria-invalid", "true");
+      input.setAttribute("aria-describedby", "pubkey-help error-banner");
+      errors.clear();
+      setError("input", e);
+      input.focus();
+      return;
+    }
+    if (input.value !== typed) return;
+  }
+  describeKey(check, hex);
   state.pubkey = check.value;
   const sel = state.sel;
   // The API gets the hex form (one cache key, one principal check); the link keeps what was typed.
-  const base = { pubkey: check.hex, tz: state.tz };
+  const base = { pubkey: hex, tz: state.tz };
   const winParams = sel.preset ? { window: sel.preset } : { start: sel.start, end: sel.end };
 
   viewCtrl?.abort();
@@ -1219,6 +1272,9 @@ function timeZones() {
 }
 
 function buildControls() {
+  for (const btn of document.querySelectorAll('[data-testid="csv-download"]')) {
+    btn.addEventListener("click", () => downloadCsv(btn.dataset.panel));
+  }
   const presets = $("#presets");
   presets.replaceChildren(...PRESETS.map((p) => h("button", {
     type: "button", class: "seg", "data-window": p, "data-testid": `window-preset-${p}`, "aria-pressed": "false",
@@ -1376,7 +1432,7 @@ function setupFlag() {
       return;
     }
     const cohort = $("#flag-cohort").value.split(/[\s,]+/).map((s) => s.trim()).filter(Boolean)
-      .map((s) => api.validatePubkey(s).ok ? api.validatePubkey(s).hex : s);
+      .map((s) => api.validatePubkey(s).hex || s);
     const body = { mode: form.elements.mode.value || "off", percent, cohort };
     $("#flag-save").disabled = true;
     try {
