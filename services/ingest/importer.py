@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from rich.console import Console
 from rich.progress import (
@@ -100,39 +101,53 @@ def import_file(
     `receive_time` (default: now, per batch) is the time the `future` rule compares against.
     """
     p = Path(path)
+    console = console or Console(stderr=True)
+    with p.open("rb") as fh:
+        summary = import_stream(fh, p.name, engine, p.stat().st_size, fh.tell, batch=batch, progress=progress,
+                                workers=workers, origin=origin, console=console, receive_time=receive_time)
+    if progress:
+        console.print(summary_table(summary))
+    return summary
+
+
+def import_stream(stream: BinaryIO, name: str, engine: Engine, total: int | None = None,
+                  consumed: Callable[[], int] | None = None, batch: int = 1000, progress: bool = True,
+                  workers: int = 2, origin: str | None = None, console: Console | None = None,
+                  receive_time: int | None = None) -> ImportSummary:
+    """Import every event of a JSONL or JSON-array stream, without printing the summary; the progress bar
+    follows `consumed()` bytes of `total` (a gzip file's compressed bytes), or the bytes read when unknown.
+
+    Admission (signature checks) of one batch overlaps the database phase of another; the store's advisory
+    lock serializes the derivation phases, and facts do not depend on batch order.
+    """
     store = IngestStore(engine)
     summary = ImportSummary()
     started = time.perf_counter()
-    total = p.stat().st_size
-    console = console or Console(stderr=True)
-    with p.open("rb") as fh, Progress(
-        TextColumn("[bold]import[/] {task.fields[name]}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-        TextColumn("{task.fields[events]} events"), TimeRemainingColumn(),
-        console=console, disable=not progress, transient=False,
-    ) as bar:
-        task = bar.add_task("import", total=total, name=p.name, events=0)
-        reader = InputReader(fh, origin or f"import:{p.name}")
-        # Admission (signature checks) of one batch overlaps the database phase of another; the store's
-        # advisory lock serializes the derivation phases (events are stored before it), and facts do not depend on batch order.
+    reader = InputReader(stream, origin or f"import:{name}")
+
+    def position() -> int:
+        return consumed() if consumed is not None and total is not None else reader.bytes_read
+
+    with Progress(TextColumn("[bold]import[/] {task.fields[name]}"), BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), TextColumn("{task.fields[events]} events"), TimeRemainingColumn(),
+                  console=console or Console(stderr=True), disable=not progress, transient=False) as bar:
+        task = bar.add_task("import", total=total, name=name, events=0)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="import") as pool:
             inflight: deque[tuple[list[int], Future[BatchResult]]] = deque()
             for numbers, items in _batches(reader, batch):
                 now = int(time.time()) if receive_time is None else receive_time
                 inflight.append((numbers, pool.submit(ingest_resilient, store, items, now)))
                 while len(inflight) > workers:
-                    done_numbers, fut = inflight.popleft()
-                    _account(summary, done_numbers, fut.result())
-                    bar.update(task, completed=reader.bytes_read, events=summary.items)
+                    done, fut = inflight.popleft()
+                    _account(summary, done, fut.result())
+                    bar.update(task, completed=position(), events=summary.items)
             while inflight:
-                done_numbers, fut = inflight.popleft()
-                _account(summary, done_numbers, fut.result())
-            bar.update(task, completed=reader.bytes_read, events=summary.items)
-        summary.examples.sort()
-        summary.lines = reader.lines
-        summary.bytes_read = reader.bytes_read
+                done, fut = inflight.popleft()
+                _account(summary, done, fut.result())
+        bar.update(task, completed=position(), events=summary.items)
+    summary.examples.sort()
+    summary.lines, summary.bytes_read = reader.lines, reader.bytes_read
     summary.seconds = time.perf_counter() - started
-    if progress:
-        console.print(summary_table(summary))
     return summary
 
 
