@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -70,7 +72,25 @@ def _scheme(domain: str) -> str:
 Fetch = Callable[[str], dict]
 
 
-def _http_json(url: str) -> dict:
+def public_hosts_only(host: str) -> None:
+    """ValueError unless every address `host` names is a public (global) one."""
+    try:
+        addresses = {ipaddress.ip_address(host)}
+    except ValueError:
+        try:
+            infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise ValueError(f"{host} does not resolve ({exc.strerror or exc})") from None
+        addresses = {ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos}
+    if not addresses or not all(a.is_global for a in addresses):
+        raise ValueError(f"{host} is not a public address; only public domains are asked")
+
+
+def fetch_nostr_json(url: str, allow_private: bool = True) -> dict:
+    """GET a nostr.json (no redirects: a domain may not send the caller elsewhere); with
+    `allow_private=False` a domain on a loopback, private or link-local address is refused."""
+    if not allow_private:
+        public_hosts_only(urlsplit(url).hostname or "")
     resp = httpx.get(url, timeout=NIP05_TIMEOUT_S, follow_redirects=False, headers={"Accept": "application/json"})
     resp.raise_for_status()
     body = resp.json()
@@ -79,7 +99,7 @@ def _http_json(url: str) -> dict:
     return body
 
 
-def resolve_nip05(identifier: str, fetch: Fetch = _http_json) -> ResolvedKey:
+def resolve_nip05(identifier: str, fetch: Fetch = fetch_nostr_json) -> ResolvedKey:
     """The key a NIP-05 identifier names, with the relays the domain lists for it."""
     m = _NIP05.match(identifier.strip().lower())
     if not m:
@@ -99,7 +119,7 @@ def resolve_nip05(identifier: str, fetch: Fetch = _http_json) -> ResolvedKey:
     return ResolvedKey(pubkey, "nip05", tuple(r for r in hints or () if isinstance(r, str)))
 
 
-def resolve_key(value: str, fetch: Fetch = _http_json) -> ResolvedKey:
+def resolve_key(value: str, fetch: Fetch = fetch_nostr_json) -> ResolvedKey:
     """Any accepted form of a key (hex, npub, nprofile, NIP-05); ValueError names what is wrong."""
     if is_nip05(value):
         return resolve_nip05(value, fetch)

@@ -15,46 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import socket
 import time
 from collections import OrderedDict
-from urllib.parse import urlsplit
 
-import httpx
-
-from libs.nostr.identity import NIP05_TIMEOUT_S, is_nip05, parse_key, resolve_nip05
+from libs.nostr.identity import NIP05_TIMEOUT_S, fetch_nostr_json, is_nip05, parse_key, resolve_nip05
 from services.gateway.errors import FIELD_HINTS, ApiError
 
 NIP05_HINT = ("A NIP-05 identifier (name@domain) resolves through https://<domain>/.well-known/nostr.json; check "
               "the spelling, or pass the key as 64 hex, npub1… or nprofile1….")
 CACHE_SIZE = 4096
-
-
-def _public_hosts_only(host: str) -> None:
-    """ValueError unless every address `host` names is a public (global) one."""
-    try:
-        addresses = {ipaddress.ip_address(host)}
-    except ValueError:
-        try:
-            infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise ValueError(f"{host} does not resolve ({exc.strerror or exc})") from None
-        addresses = {ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos}
-    if not addresses or not all(a.is_global for a in addresses):
-        raise ValueError(f"{host} is not a public address; this gateway asks public domains only")
-
-
-def fetch_json(url: str, allow_private: bool = False) -> dict:
-    """GET a nostr.json (no redirects: a domain may not send the gateway elsewhere)."""
-    host = urlsplit(url).hostname or ""
-    if not allow_private:
-        _public_hosts_only(host)
-    resp = httpx.get(url, timeout=NIP05_TIMEOUT_S, follow_redirects=False, headers={"Accept": "application/json"})
-    resp.raise_for_status()
-    body = resp.json()
-    if not isinstance(body, dict):
-        raise ValueError("nostr.json is not a JSON object")
-    return body
 
 
 def loopback_only(host: str) -> bool:
@@ -99,7 +68,7 @@ class KeyResolver:
 
     async def _resolve(self, identifier: str) -> tuple[float, str | None, str]:
         def fetch(url: str) -> dict:
-            return fetch_json(url, self.allow_private)
+            return fetch_nostr_json(url, self.allow_private)
 
         try:
             resolved = await asyncio.wait_for(asyncio.to_thread(resolve_nip05, identifier, fetch),
