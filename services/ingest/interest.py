@@ -20,6 +20,7 @@ from libs.nostr.tags import address_pubkey
 from services.ingest.subscriptions import NOTE_KINDS, Item
 
 Row = tuple[str, str, str]  # (sort, value, owner)
+INTEREST_LOCK = 0x63616E616C01  # serializes interest inserts (see InterestStore.add)
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ class InterestStore:
     def remove_key(self, pubkey: str) -> bool:
         """Stop tracking a key: its row and the interest it owns go; shared interest is re-seeded for the rest."""
         with self.engine.begin() as conn:
+            _lock_interest(conn)
             gone = conn.execute(text("DELETE FROM tracked_keys WHERE pubkey = :p RETURNING pubkey"),
                                 {"p": pubkey}).first() is not None
             conn.execute(text("DELETE FROM interest WHERE owner = :p OR (sort = 'key' AND value = :p)"), {"p": pubkey})
@@ -125,6 +127,7 @@ class InterestStore:
         already in the store. Records the key row's sequence as the key's `first_seq`."""
         now = int(time.time())
         with self.engine.begin() as conn:
+            _lock_interest(conn)
             conn.execute(text("INSERT INTO interest (sort, value, owner, added_at) VALUES ('key', CAST(:p AS text), CAST(:p AS text), :t) "
                               "ON CONFLICT (sort, value) DO NOTHING"), {"p": pubkey, "t": now})
             seq = int(conn.execute(text("SELECT id FROM interest WHERE sort = 'key' AND value = :p"),
@@ -159,12 +162,19 @@ class InterestStore:
             return 0
         sorts, values, owners = (list(x) for x in zip(*dict.fromkeys(rows), strict=True))
         with self.engine.begin() as conn:
+            _lock_interest(conn)
             inserted = conn.execute(text(
                 "INSERT INTO interest (sort, value, owner, added_at) "
                 "SELECT s, v, o, :t FROM unnest(CAST(:s AS text[]), CAST(:v AS text[]), CAST(:o AS text[])) AS x(s, v, o) "
                 "ORDER BY s, v ON CONFLICT (sort, value) DO NOTHING RETURNING id"),
                 {"s": sorts, "v": values, "o": owners, "t": int(time.time())}).all()
         return len(inserted)
+
+
+def _lock_interest(conn: Connection) -> None:
+    """Interest rows must commit in id order (a relay's interest_mark means "every row up to here is
+    backfilled"), so every transaction that inserts them holds this lock until it commits."""
+    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": INTEREST_LOCK})
 
 
 def _seed_derived(conn: Connection, pubkey: str) -> None:

@@ -129,9 +129,18 @@ class Tracker:
             self.keys = {k.pubkey for k in tracked}
             version = await asyncio.to_thread(self.store.version)
             if version != self._version:
-                rows = await asyncio.to_thread(_interest_rows, self.engine)
-                self._items = [Item(i, s, v) for i, s, v, _ in rows]
-                self._owners = {v: o for _, s, v, o in rows if s in ("note", "addr")}
+                # rows only ever grow, except when a key is untracked: then the whole set is read again
+                (count, _), (known, known_top) = version, self._version
+                after = known_top if known >= 0 else 0
+                rows = await asyncio.to_thread(_interest_rows, self.engine, after)
+                if after and known + len(rows) == count:
+                    self._items += [Item(i, s, v) for i, s, v, _ in rows]
+                else:
+                    if after:
+                        rows = await asyncio.to_thread(_interest_rows, self.engine, 0)
+                    self._items = [Item(i, s, v) for i, s, v, _ in rows]
+                    self._owners = {}
+                self._owners.update({v: o for _, s, v, o in rows if s in ("note", "addr")})
                 self._version = version
                 self._discovery_due = True
                 for event in self._subscribers:
@@ -188,10 +197,12 @@ class Tracker:
             log.info("tracked key %s: backfill complete", key)
 
 
-def _interest_rows(engine: Engine) -> list[tuple[int, str, str, str]]:
+def _interest_rows(engine: Engine, after: int) -> list[tuple[int, str, str, str]]:
+    """Interest rows with an id above `after`, in id order."""
     with engine.connect() as conn:
         return [(int(i), s, v, o) for i, s, v, o in
-                conn.execute(text("SELECT id, sort, value, owner FROM interest ORDER BY id"))]
+                conn.execute(text("SELECT id, sort, value, owner FROM interest WHERE id > :a ORDER BY id"),
+                             {"a": after})]
 
 
 def discover_relays(engine: Engine, keys: Sequence[str], authors: Sequence[str], allow_private: bool) -> list[str]:
