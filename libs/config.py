@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -75,6 +75,16 @@ class Settings(BaseSettings):
     otel_exporter_otlp_endpoint: str | None = None
     otel_service_name: str | None = None
     pushgateway_url: str | None = Field(default=None, description="Where `canal drift` pushes its metrics")
+
+    @model_validator(mode="after")
+    def _facts_outlive_minutes(self) -> Settings:
+        """Drilldowns read sub-hour edges from facts (no minute drilldown rows): facts must be kept at
+        least as long as minute aggregates (0 = forever)."""
+        facts, minutes = self.retain_facts_days, self.retain_minute_days
+        if facts > 0 and (minutes <= 0 or facts < minutes):
+            raise ValueError(f"RETAIN_FACTS_DAYS ({facts}) must be 0 (keep forever) or at least RETAIN_MINUTE_DAYS "
+                             f"({minutes}): drilldowns read the last minutes of a window from raw facts")
+        return self
 
     def relay_list(self) -> list[str]:
         """The configured relay URLs."""

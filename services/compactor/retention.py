@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from libs.config import Settings
+from libs.db.models import DRILLDOWN_MIN_TIER
 from libs.metrics import Tier
 from services.compactor.rollup import CHILD, oldest_dirty
 
@@ -127,7 +128,8 @@ def run_retention(
     stats = RetentionStats(horizons=_publish(engine, settings, now))
     targets = [("facts", "facts", "created_at < :h", stats.horizons["facts"])]
     for tier_name, tier in (("minute", 1), ("hour", 2)):
-        for table in ("aggregates", "note_aggregates", "actor_aggregates"):
+        drilldowns = ("note_aggregates", "actor_aggregates") if tier >= DRILLDOWN_MIN_TIER else ()
+        for table in ("aggregates", *drilldowns):
             where = f"tier = {tier} AND bucket_start < :h"
             targets.append((f"{table}:{tier_name}", table, where, stats.horizons[tier_name]))
     # Run records (one per compactor cron run, ~10k a day) are history, not data: keep a week.

@@ -26,6 +26,12 @@ Where a rebuild reads from (:func:`rebuild_mode`), with the retention horizons l
   horizon that could rebuild it). It is never claimed and stays dirty, so the planner
   routes around it and reports ``partial`` rather than a wrong number.
 
+Drilldown rows (``note_aggregates``, ``actor_aggregates``) start at the hour tier
+(``models.DRILLDOWN_MIN_TIER``): a minute's drilldown rows would be the raw facts again.
+The hour tier therefore rolls its drilldown rows up from facts, whatever the mode of its
+``aggregates`` row, and an hour bucket is only claimed while its facts are kept (the
+settings keep facts at least as long as minutes, so in practice always).
+
 Race freedom (PostgreSQL, READ COMMITTED):
 
 - claims are ``SELECT ... FOR UPDATE SKIP LOCKED``: a bucket is rebuilt by at most one
@@ -215,7 +221,7 @@ def _claim(conn: Connection, tier: Tier, batch: int, horizons: Horizons) -> list
             SELECT d.target_id, d.bucket_start, d.gen FROM dirty_buckets d
             WHERE d.tier = :tier AND (
                 d.bucket_start < :own_h
-                OR (d.bucket_start >= :child_h AND NOT EXISTS (
+                OR (d.bucket_start >= :child_h AND d.bucket_start >= :drill_facts_h AND NOT EXISTS (
                     SELECT 1 FROM dirty_buckets k
                     WHERE k.target_id = d.target_id AND k.tier = :child
                       AND k.bucket_start >= d.bucket_start AND k.bucket_start < d.bucket_start + :size))
@@ -231,6 +237,8 @@ def _claim(conn: Connection, tier: Tier, batch: int, horizons: Horizons) -> list
             "child": int(child) if child else 0,
             "child_h": horizons.of(child) if child else _NEVER,
             "facts_h": horizons.facts,
+            # the tier whose drilldown rows come from facts needs them, even where the child tier is kept
+            "drill_facts_h": horizons.facts if tier == models.DRILLDOWN_MIN_TIER else 0,
             "size": tier.seconds,
             "n": batch,
         },
@@ -262,7 +270,8 @@ def _rebuild(conn: Connection, tier: Tier, mode: str, claims: Sequence[_Claim], 
         rows = _aggregate_rows_from_facts(conn, params, stats)
     else:
         rows = _aggregate_rows_from_children(conn, params, stats)
-    for table in ("aggregates", *(t for t, _ in _DRILLDOWNS)):
+    drilldowns = _DRILLDOWNS if tier >= models.DRILLDOWN_MIN_TIER else ()
+    for table in ("aggregates", *(t for t, _ in drilldowns)):
         conn.execute(
             text(
                 _delete_by_lateral(
@@ -273,8 +282,9 @@ def _rebuild(conn: Connection, tier: Tier, mode: str, claims: Sequence[_Claim], 
         )
     stats.rows_written += _insert_aggregates(conn, tier, rows)
     stats.emptied += len(claims) - len(rows)
-    for table, key in _DRILLDOWNS:
-        sql = _drilldown_from_facts(table, key) if mode == FROM_FACTS else _drilldown_from_children(table, key)
+    from_facts = mode == FROM_FACTS or tier == models.DRILLDOWN_MIN_TIER
+    for table, key in drilldowns:
+        sql = _drilldown_from_facts(table, key) if from_facts else _drilldown_from_children(table, key)
         stats.rows_written += conn.execute(text(sql), params).rowcount
     if tier >= models.TOP_LIST_MIN_TIER:
         _rebuild_top_lists(conn, tier, keys)

@@ -32,6 +32,9 @@ FactRow = tuple[int, str, int, int, int, int | None, int | None, int, int]
 FactKey = tuple[int, str, int]
 FACT_NAMES = ("target_id", "source_event_id", "fact_type", "created_at", "kind", "actor_id", "note_id", "msats", "sub")
 FACT_FIELDS = ", ".join(FACT_NAMES)
+#: The stored facts of sources given as (created_at[], id[]): one probe of the facts key per source.
+OLD_FACTS = (f"SELECT {', '.join('f.' + n for n in FACT_NAMES)} FROM unnest(%s::bigint[], %s::text[]) AS s(c, id) "
+             "CROSS JOIN LATERAL (SELECT * FROM facts WHERE created_at = s.c AND source_event_id = s.id OFFSET 0) f")
 #: The one statement that marks minute buckets dirty: (target ids, bucket starts) as two arrays, key order.
 MARK_DIRTY = ("INSERT INTO dirty_buckets (target_id, tier, bucket_start, gen, marked_at) "
               "SELECT t, 1, b, 1, %s FROM unnest(%s::int[], %s::bigint[]) AS x(t, b) ORDER BY t, b "
@@ -185,12 +188,13 @@ def _load_context(pg: psycopg.Connection[Any], events: list[Event], fresh: list[
 
 
 def _follow_facts(lists: list[tuple[str, str, int, list[str]]],
-                  stones: dict[str, list[tuple[str, int]]]) -> tuple[dict[str, list[FactSpec]], set[str]]:
-    """Facts of every list of each author, and the ids of all those lists (deleted ones included)."""
+                  stones: dict[str, list[tuple[str, int]]]) -> tuple[dict[str, list[FactSpec]], dict[str, int]]:
+    """Facts of every list of each author, and the ids of all those lists (deleted ones included) with
+    their created_at."""
     by_author: dict[str, list[ListVersion]] = {}
-    all_ids: set[str] = set()
+    all_ids: dict[str, int] = {}
     for author, eid, created_at, follows in lists:
-        all_ids.add(eid)
+        all_ids[eid] = created_at
         if not is_deleted(Event(eid, author, created_at, 3, (), "", ""), stones):
             by_author.setdefault(author, []).append(ListVersion(eid, created_at, frozenset(follows)))
     out: dict[str, list[FactSpec]] = {}
@@ -204,18 +208,21 @@ def _rederive(pg: psycopg.Connection[Any], stored: Stored) -> tuple[int, int, in
     events = [e for e in stored.events if e.kind not in (0, 3, 5)] + others
     lookup, lists = _load_context(pg, events, stored.events, authors)
     wanted: dict[str, list[FactSpec]] = {e.id: derive_event_facts(e, lookup) for e in events}
-    follows, list_ids = _follow_facts(lists, lookup.stones)
+    follows, list_times = _follow_facts(lists, lookup.stones)
     wanted.update(follows)
-    sources = set(wanted) | list_ids
+    # every fact of a source is timed by it: (created_at, id) finds them through the facts key
+    times = {e.id: e.created_at for e in events} | list_times
+    sources = set(wanted) | set(list_times)
     deleted_notes = [e for e in events if lookup.is_deleted(e) and e.kind in (1, 1111, 30023)]
     fresh_ids = {e.id for e in stored.events}
-    inserted, removed = _write_fact_diff(pg, sources - fresh_ids, wanted, deleted_notes)
+    inserted, removed = _write_fact_diff(pg, {s: times[s] for s in sources - fresh_ids}, wanted, deleted_notes)
     return len(sources), inserted, removed
 
 
-def _write_fact_diff(pg: psycopg.Connection[Any], stored_sources: set[str], wanted: dict[str, list[FactSpec]],
+def _write_fact_diff(pg: psycopg.Connection[Any], stored_sources: dict[str, int], wanted: dict[str, list[FactSpec]],
                      deleted_notes: list[Event]) -> tuple[int, int]:
-    """Replace the facts of the re-derived sources by `wanted` (sources first stored now have none yet)."""
+    """Replace the facts of the re-derived sources (id -> created_at) by `wanted` (sources first stored
+    now have none yet)."""
     specs = [s for facts in wanted.values() for s in facts]
     deleted_keys = [address_of(e) or e.id for e in deleted_notes]
     pk_keys = sorted({s.target for s in specs} | {s.actor for s in specs})
@@ -223,8 +230,8 @@ def _write_fact_diff(pg: psycopg.Connection[Any], stored_sources: set[str], want
     with pg.pipeline():
         pk_cur = queue_dictionary_ids(pg, "pubkeys", "pubkey", pk_keys)
         nk_cur = queue_dictionary_ids(pg, "notes", "note_key", nk_keys)
-        old_cur = pg.execute(f"SELECT {FACT_FIELDS} FROM facts WHERE source_event_id = ANY(%s::text[])",
-                             (arr(sorted(stored_sources)),)) if stored_sources else None
+        old_cur = pg.execute(OLD_FACTS, (iarr(stored_sources[k] for k in sorted(stored_sources)),
+                                         arr(sorted(stored_sources)))) if stored_sources else None
     pk: dict[str, int] = dict(pk_cur.fetchall())
     nk: dict[str, int] = dict(nk_cur.fetchall())
     new: dict[FactKey, FactRow] = {}
@@ -247,9 +254,11 @@ def _write_fact_diff(pg: psycopg.Connection[Any], stored_sources: set[str], want
             pg.execute("UPDATE notes SET deleted = true WHERE id = ANY(%s::int[])",
                        (iarr(sorted({nk[k] for k in deleted_keys})),))
         if gone:
-            pg.execute("DELETE FROM facts f USING unnest(%s::int[], %s::text[], %s::smallint[]) AS d(t, s, f) "
-                       "WHERE f.target_id = d.t AND f.source_event_id = d.s AND f.fact_type = d.f",
-                       (iarr(g[0] for g in gone), arr(g[1] for g in gone), iarr(g[2] for g in gone)))
+            pg.execute("DELETE FROM facts f USING unnest(%s::bigint[], %s::text[], %s::int[], %s::smallint[]) "
+                       "AS d(c, s, t, f) WHERE f.created_at = d.c AND f.source_event_id = d.s AND f.target_id = d.t "
+                       "AND f.fact_type = d.f",
+                       (iarr(g[3] for g in gone), arr(g[1] for g in gone), iarr(g[0] for g in gone),
+                        iarr(g[2] for g in gone)))
         mark_dirty_buckets(pg, buckets)
     if added:
         null = "\\N"

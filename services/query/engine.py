@@ -8,7 +8,7 @@ all run through `compute_buckets`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -19,7 +19,7 @@ from pyroaring import BitMap
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
-from libs.db.models import TOP_LIST_MIN_TIER
+from libs.db.models import DRILLDOWN_MIN_TIER, TOP_LIST_MIN_TIER
 from libs.metrics import (
     ENGAGEMENT_COLUMNS,
     ENGAGEMENT_TYPES,
@@ -38,6 +38,8 @@ from services.query.planning.timeseries import time_buckets
 SET_COLUMNS = tuple(FACT_SETS)
 tracer = trace.get_tracer(__name__)
 ALL_TIERS_COMPLETE = dict.fromkeys(TIERS, context.FAR_FUTURE)
+#: The tiers note/counterparty drilldowns read (their tables have no minute rows: raw facts instead).
+DRILLDOWN_TIERS_COMPLETE = {t: m for t, m in ALL_TIERS_COMPLETE.items() if TIER_BY_LABEL[t] >= DRILLDOWN_MIN_TIER}
 
 
 @dataclass
@@ -94,7 +96,8 @@ def _merge(ranges: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
 
 
 def plan_buckets(conn: Connection, target: int, buckets: Sequence[tuple[int, int]], legacy: bool,
-                 execution: Execution, prefix: bool = False) -> Layout:
+                 execution: Execution, prefix: bool = False,
+                 tiers: Mapping[str, int] = ALL_TIERS_COMPLETE) -> Layout:
     """Plan every bucket (canonical) or scan it raw (legacy); record the plan in `execution`.
 
     With `prefix`, the history before the first bucket, `[0, first start)`, is planned too as
@@ -129,7 +132,7 @@ def plan_buckets(conn: Connection, target: int, buckets: Sequence[tuple[int, int
             raw.append((s, e))
             window_raw += [(s, e)] if window is execution else []
             continue
-        plan: Plan = plan_window(s, e, dirty, ALL_TIERS_COMPLETE, horizons)
+        plan: Plan = plan_window(s, e, dirty, tiers, horizons)
         segments += [(int(TIER_BY_LABEL[seg.tier]), seg.start, seg.end) for seg in plan.segments]
         raw += list(plan.raw)
         window_raw += list(plan.raw) if window is execution else []
@@ -191,14 +194,16 @@ class Planned:
 
 
 def plan_parts(conn: Connection, target: int | None, buckets: Sequence[tuple[int, int]], legacy: bool,
-               execution: Execution, prefix: bool = False) -> Planned:
-    """Plan `buckets` once (recorded in `execution`); the handler's cost estimate and `compute_buckets` share it."""
+               execution: Execution, prefix: bool = False,
+               tiers: Mapping[str, int] = ALL_TIERS_COMPLETE) -> Planned:
+    """Plan `buckets` once (recorded in `execution`); the handler's cost estimate and `compute_buckets` share it.
+    `tiers`: the tiers the reading table has (`DRILLDOWN_TIERS_COMPLETE` for note/counterparty rows)."""
     if target is None or not buckets:
         return Planned(len(buckets), None)
     skip = _empty_leading(buckets, legacy, execution)  # buckets before the target's first data: not planned
     if skip >= len(buckets):
         return Planned(skip, None)
-    return Planned(skip, plan_buckets(conn, target, buckets[skip:], legacy, execution, prefix))
+    return Planned(skip, plan_buckets(conn, target, buckets[skip:], legacy, execution, prefix, tiers))
 
 
 def compute_buckets(conn: Connection, target: int | None, buckets: Sequence[tuple[int, int]], legacy: bool,
@@ -339,7 +344,7 @@ def engagement(conn: Connection, target: int | None, start: int, end: int, dimen
     if target is None:
         return []
     if planned is None:
-        planned = plan_parts(conn, target, [(start, end)], legacy, execution)
+        planned = plan_parts(conn, target, [(start, end)], legacy, execution, tiers=DRILLDOWN_TIERS_COMPLETE)
     if planned.layout is None:
         return []
     layout = planned.layout

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import grpc
@@ -105,9 +105,9 @@ class QueryService(Servicer, pb_grpc.QueryServiceServicer):
                    legacy: bool, size: int, execution: q.Execution) -> tuple[list[pb.DrilldownRow], str]:
         dim = request.dimension
 
-        def planned(buckets: list[tuple[int, int]], prefix: bool = False) -> q.Planned:
+        def planned(buckets: list[tuple[int, int]], tiers: Mapping[str, int] = q.ALL_TIERS_COMPLETE) -> q.Planned:
             """The request's one plan: the sync-limit check and the executor both use it."""
-            plan = q.plan_parts(conn, target, buckets, legacy, execution, prefix)
+            plan = q.plan_parts(conn, target, buckets, legacy, execution, tiers=tiers)
             self._check_sync(conn, target, window, legacy, request.enforce_sync_limit, execution)
             return plan
 
@@ -125,10 +125,11 @@ class QueryService(Servicer, pb_grpc.QueryServiceServicer):
             points = q.series(conn, target, window.start, window.end, gran, tz, legacy, execution, plan)
             return [pb.DrilldownRow(key=str(s), start=s, end=e, metrics={n: m[n] for n in names})
                     for s, e, m in points], ""
-        whole = planned([(window.start, window.end)])
         if dim == "kind":
+            whole = planned([(window.start, window.end)])
             return [pb.DrilldownRow(key=str(k), kind=k, metrics={"facts": n})
                     for k, n in q.kinds(conn, target, window.start, window.end, legacy, execution, whole)], ""
+        whole = planned([(window.start, window.end)], q.DRILLDOWN_TIERS_COMPLETE)
         column = svc.sort_column(dim, request.metric)
         fingerprint = request_fingerprint({"p": pubkey, "s": window.start, "e": window.end, "d": dim,
                                            "m": column, "l": legacy})

@@ -8,6 +8,7 @@ from typing import Any
 from pyroaring import BitMap
 from sqlalchemy import Connection, Engine, text
 
+from libs.db.models import DRILLDOWN_MIN_TIER
 from libs.metrics import ENGAGEMENT_COLUMNS, ENGAGEMENT_TYPES, FACT_COLUMNS, FACT_SETS, FactType, Tier
 from services.compactor.rollup import compact_tier
 
@@ -187,7 +188,8 @@ def drilldown_from_aggregates(
 
 
 def assert_tier_exact(engine: Engine, tier: Tier) -> None:
-    """Every bucket of `tier` equals its facts, and only non-empty buckets have rows (all three tables)."""
+    """Every bucket of `tier` equals its facts, and only non-empty buckets have rows (all three tables; the
+    drilldown tables have no rows below DRILLDOWN_MIN_TIER)."""
     size = tier.seconds
     cols = ", ".join(f"{e} AS {n}" for n, e in FACT_COLUMNS.items())
     sets = ", ".join(f"{e} AS {n}" for n, e in FACT_SETS.items())
@@ -221,7 +223,8 @@ def assert_tier_exact(engine: Engine, tier: Tier) -> None:
                 for r in conn.execute(
                     text(
                         f"SELECT target_id, created_at - created_at % {size}, {key}, {ecols} FROM facts "
-                        f"WHERE {key} IS NOT NULL AND fact_type IN ({types}) GROUP BY 1, 2, 3"
+                        f"WHERE {key} IS NOT NULL AND fact_type IN ({types}) AND {int(tier)} >= {DRILLDOWN_MIN_TIER} "
+                        "GROUP BY 1, 2, 3"
                     )
                 )
             }

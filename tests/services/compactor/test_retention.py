@@ -60,10 +60,13 @@ def test_retention_publishes_horizons_then_deletes_old_rows_in_batches_and_keeps
     assert stats.batches >= old_facts // SETTINGS.retention_batch
     assert _count(engine, "SELECT count(*) FROM facts WHERE created_at < :h", h=FACTS_H) == 0
     assert _count(engine, "SELECT count(*) FROM facts") > 0
+    assert _count(engine, "SELECT count(*) FROM aggregates WHERE tier = 1 AND bucket_start < :h", h=MINUTE_H) == 0
+    assert _count(engine, "SELECT count(*) FROM aggregates WHERE tier = 1") > 0
     for table in ("aggregates", "note_aggregates", "actor_aggregates"):
-        assert _count(engine, f"SELECT count(*) FROM {table} WHERE tier = 1 AND bucket_start < :h", h=MINUTE_H) == 0
         assert _count(engine, f"SELECT count(*) FROM {table} WHERE tier = 2 AND bucket_start < :h", h=HOUR_H) == 0
-        assert _count(engine, f"SELECT count(*) FROM {table} WHERE tier = 1") > 0
+        assert _count(engine, f"SELECT count(*) FROM {table} WHERE tier = 2") > 0
+    for table in ("note_aggregates", "actor_aggregates"):  # drilldowns start at the hour tier
+        assert _count(engine, f"SELECT count(*) FROM {table} WHERE tier = 1") == 0
     assert _count(engine, "SELECT count(*) FROM aggregates WHERE tier = 3") == days_before
 
 
