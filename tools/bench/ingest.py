@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from libs.db.engine import make_engine
+from services.ingest.importer import IMPORT_BATCH
 from tools.bench.stats import summarize_ms
 
-BATCH = 1000  # `canal import`'s default batch
+BATCH = IMPORT_BATCH  # `canal import`'s default batch
 PROFILE_FUNCTIONS = {
     "admission (parse + id + BIP-340 + zap checks)": "admit_items",
     "storage without the lock (COPY events, side rows, profiles, rejects)": "store_batch",
@@ -293,7 +294,7 @@ def relay_ingest(pool: IngestPool, url: str, events_path: Path, count: int, proc
 # ------------------------------------------------------------------------------------- profiling
 
 def profile_ingest(url: str, path: Path, limit: int) -> dict[str, Any]:
-    """cProfile of IngestStore.ingest on batches of 1000 in this thread: where an event's time goes."""
+    """cProfile of IngestStore.ingest on batches of BATCH in this thread: where an event's time goes."""
     from services.ingest.lines import read_items
     from services.ingest.store import IngestStore
 
@@ -315,7 +316,7 @@ def profile_ingest(url: str, path: Path, limit: int) -> dict[str, Any]:
             by_name[func] = max(by_name.get(func, 0.0), cum)
     top = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:12]  # type: ignore[attr-defined]
     return {
-        "events": len(items), "wall_s": round(wall, 3),
+        "events": len(items), "batch": BATCH, "wall_s": round(wall, 3),
         "events_per_s_profiled": round(len(items) / wall, 1) if wall else None,
         "phases_s": {label: round(by_name.get(func, 0.0), 3) for label, func in PROFILE_FUNCTIONS.items()},
         "top_self_time": [{"function": f"{Path(k[0]).name}:{k[2]}", "self_s": round(v[2], 3), "calls": v[1]}

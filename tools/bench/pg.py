@@ -12,15 +12,13 @@ import psycopg
 
 from libs.db.engine import normalize_url
 
-# Write-side settings only (reloadable, no restart): they speed the bulk build and the compaction
-# runs without changing any query plan. Query-side settings stay PostgreSQL's defaults, as `canal up` runs.
-SETTINGS = {
-    "max_wal_size": "2GB",
-    "checkpoint_timeout": "30min",
-    "maintenance_work_mem": "1GB",
-}
+# The bench measures the store as `canal up` runs it: tuned for this machine by the same rules
+# (libs.embedded.tune_postgres, docs/postgres-tuning.md). Bulk builds may write WAL faster than a
+# 15-minute checkpoint expects; these two are the only additions, for the build's sake.
+BUILD_SETTINGS = "max_wal_size=8GB,maintenance_work_mem=2GB"
 REPORTED = ("server_version", "shared_buffers", "work_mem", "effective_cache_size", "max_wal_size",
-            "maintenance_work_mem", "jit", "synchronous_commit", "max_parallel_workers_per_gather")
+            "maintenance_work_mem", "checkpoint_timeout", "wal_compression", "jit", "synchronous_commit",
+            "max_parallel_workers_per_gather")
 
 
 class BenchPostgres:
@@ -34,12 +32,13 @@ class BenchPostgres:
         started = time.perf_counter()
         self.handle = pgserver.get_server(str((cache / "pg").resolve()), cleanup_mode="stop")
         self.server_url: str = self.handle.get_uri()
-        with self.connect() as conn:
-            for name, value in SETTINGS.items():
-                current = conn.execute(f"SELECT current_setting('{name}')").fetchone()
-                if current is None or current[0] != value:
-                    conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
-            conn.execute("SELECT pg_reload_conf()")
+        from libs.config import Settings
+        from libs.embedded import tune_postgres
+
+        base = Settings()
+        tune_postgres(self.handle, self.server_url,
+                      base.model_copy(update={"pg_settings": ",".join(filter(None, (BUILD_SETTINGS, base.pg_settings)))}))
+        self.server_url = self.handle.get_uri()
         self.start_seconds = time.perf_counter() - started
 
     def connect(self, database: str = "postgres") -> psycopg.Connection[Any]:

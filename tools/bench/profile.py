@@ -36,7 +36,8 @@ class Profile:
     duckdb_reps: int = 5
     growth_reps: int = 60
     ingest_users: int = 900  # demo generator network size (~67 events per user)
-    ingest_growth_users: int = 300
+    growth_warm: int = 2_000  # events ingested (unmeasured) before each growth point's checkpoint
+    growth_events: int = 20_000  # the same events measured at every store size
     relay_events: int = 20_000
     freshness_rate: int = 200
     freshness_seconds: float = 20.0
@@ -82,7 +83,7 @@ FULL = Profile(
 QUICK = Profile(
     name="quick", days=14, big_facts=60_000, growth=(1_000, 10_000), tail_targets=50, tail_min=10,
     tail_max=200, actors=5_000, canonical_reps=8, legacy_reps=2, drill_legacy_reps=0, custom_windows=20,
-    custom_legacy=4, duckdb_reps=3, growth_reps=5, ingest_users=40, ingest_growth_users=24, relay_events=500,
+    custom_legacy=4, duckdb_reps=3, growth_reps=5, ingest_users=40, growth_warm=200, growth_events=1_000, relay_events=500,
     freshness_rate=200, freshness_seconds=2.0, compaction_facts=5_000, compaction_targets=10,
     outage_facts=1_000, gateway_kinds=("summary",), rep_cap_s=0.3, legacy_drill_deadline_s=1.0, custom_cap_s=2.0,
     budget_s=55.0,

@@ -100,6 +100,7 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
             note += f"; worst custom window: {cspeed:g}x"
         out.append(_row("Canonical vs DuckDB Parquet scan, summary p50, every window", c50, d50, dspeed,
                         ">= 5x faster", worst >= 5, "ms", note, "faster"))
+    out += _drilldown_rows(results, size)
     two = _num(_get(results, "ingest", "file", "2", "events_per_s"))
     one = _num(_get(results, "ingest", "file", "1", "events_per_s"))
     if two is not None:
@@ -121,6 +122,7 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         lg = max((x for x in legacy_growth if x is not None), default=None)
         out.append(_row(f"Summary p95 growth from {lo} to {hi} facts (worst window)", worst_flat, lg, None,
                         "<= 2x", worst_flat <= 2, "x", "baseline: legacy p50 growth over the same sizes"))
+    out += _ingest_growth_rows(results) + _storage_rows(results)
     new = _get(results, "compaction", "new_facts")
     if _num(_get(new, "seconds")) is not None:
         out.append(_row(f"Compaction: roll {new.get('facts', 0):,} new facts through all tiers", new["seconds"],
@@ -137,6 +139,51 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(_row("Canonical answers equal the legacy scan (summary, every window measured)",
                         "equal" if ok else "DRIFT", None, None, "drift 0", ok))
     return out
+
+
+def _drilldown_rows(results: dict[str, Any], size: str) -> list[dict[str, Any]]:
+    """Issue 15: note/counterparty first page p95 <= 25 ms on every rolling window, >= 20x legacy for >= 7 d."""
+    out: list[dict[str, Any]] = []
+    for dim in ("note", "counterparty"):
+        rows = _get(results, "query", "grpc", dim)
+        label, p95 = _worst(rows, ROLLING, ("canonical", "latency_ms", "p95"))
+        if p95 is None or label is None:
+            continue
+        legacy = _num(_get(rows, label, "legacy", "latency_ms", "p95"))
+        out.append(_row(f"Drilldown `{dim}` first page p95 via gRPC, {size}, worst rolling window ({label})", p95,
+                        legacy, ratio(legacy, p95), "<= 25 ms", p95 <= 25, "ms", "baseline: legacy raw scan p95",
+                        "faster than legacy"))
+        slow_label, speed = _worst(rows, ("7d", *LONG_WINDOWS), ("speedup_vs_legacy_p50",), biggest=False)
+        if speed is not None and slow_label is not None:
+            c50 = _num(_get(rows, slow_label, "canonical", "latency_ms", "p50"))
+            l50 = _num(_get(rows, slow_label, "legacy", "latency_ms", "p50"))
+            out.append(_row(f"Drilldown `{dim}` vs legacy scan, p50, windows >= 7 days", c50, l50, speed,
+                            ">= 20x faster", speed >= 20, "ms", f"worst window {slow_label}", "faster"))
+    return out
+
+
+def _ingest_growth_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Ingest rate into the largest store against the rate into an empty one (same events, same state)."""
+    points = [r for r in _get(results, "ingest", "growth") or [] if isinstance(r, dict) and _num(r.get("events_per_s"))]
+    if len(points) < 2:
+        return []
+    empty, largest = points[0], max(points, key=lambda r: r.get("facts_before") or 0)
+    slowdown = ratio(empty["events_per_s"], largest["events_per_s"])
+    return [_row(f"Ingest rate at {_fmt(largest.get('facts_before'))} facts, 2 processes (baseline: the same events "
+                 "into an empty store)", largest["events_per_s"], empty["events_per_s"], slowdown,
+                 "slowdown <= 1.5x", slowdown is not None and slowdown <= 1.5, "events/s",
+                 "checkpointed and warmed before each", "slower than at 0 facts")]
+
+
+def _storage_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    st = results.get("storage")
+    if not isinstance(st, dict) or not st.get("facts"):
+        return []
+    per = st.get("bytes_per_fact", {})
+    over = _num(st.get("total_over_facts_table"))
+    return [_row("Storage: on-disk bytes per fact, all tables (baseline: the facts table alone)",
+                 per.get("all_tables"), per.get("facts_table"), over, "<= 1.5x the facts table",
+                 over is not None and over <= 1.5, "B", "heap + indexes after VACUUM", "of the facts table")]
 
 
 def _fmt(x: Any, unit: str = "") -> str:
@@ -322,12 +369,15 @@ def render(results: dict[str, Any]) -> str:
                        f"{_fmt(r.get('peak_rss_mb_per_process'))} | {outcome} |")
         prof = ing.get("profile")
         if isinstance(prof, dict) and prof.get("phases_s"):
-            out += ["", f"cProfile of IngestStore.ingest, one thread, {prof.get('events')} events in batches of 1000 "
+            out += ["", f"cProfile of IngestStore.ingest, one thread, {prof.get('events')} events in batches of "
+                        f"{_fmt(prof.get('batch', 1000))} "
                         f"({_fmt(prof.get('events_per_s_profiled'))} events/s under the profiler):", "",
                     "| phase | seconds (cumulative) |", "|---|---:|"]
             for k, v in prof["phases_s"].items():
                 out.append(f"| {k} | {_fmt(v)} |")
         out.append("")
+        out += _growth_section(ing.get("growth"))
+    out += _storage_section(results.get("storage"))
     fresh = results.get("freshness")
     if isinstance(fresh, dict) and fresh.get("delay_ms"):
         d = fresh["delay_ms"]
@@ -363,6 +413,49 @@ def render(results: dict[str, Any]) -> str:
                 f"sizes: " + ", ".join(f"{k} {_fmt(v.get('bytes', 0) / 1e6)} MB" for k, v in
                                        (build.get("sizes") or {}).items() if isinstance(v, dict)), ""]
     return "\n".join(out) + "\n"
+
+
+def _growth_section(growth: Any) -> list[str]:
+    """What the server did per event at each store size (tools.bench.ingest_growth)."""
+    points = [r for r in growth or [] if isinstance(r, dict) and isinstance(r.get("server_per_event"), dict)]
+    if not points:
+        return []
+    out = ["### Ingest as the store grows", "",
+           "The same events at every size, 2 processes, after an unmeasured warm-up and a `CHECKPOINT` (the first "
+           "change of a page after a checkpoint writes the whole page to the WAL). Per admitted event:", "",
+           "| facts before | events/s | WAL bytes | full-page images | WAL records | blocks read (not cached) | "
+           "blocks hit | facts table (MB) | facts indexes read per event |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in points:
+        per = r["server_per_event"]
+        reads = ", ".join(f"{k} {_fmt(v.get('read'))}" for k, v in sorted((per.get("indexes") or {}).items())
+                          if k.endswith("facts") or "facts_" in k) or "—"
+        out.append(f"| {_fmt(r.get('facts_before'))} | {_fmt(r.get('events_per_s'))} | {_fmt(per.get('wal_bytes'))} | "
+                   f"{_fmt(per.get('wal_fpi'))} | {_fmt(per.get('wal_records'))} | {_fmt(per.get('blks_read'))} | "
+                   f"{_fmt(per.get('blks_hit'))} | {_fmt((r.get('facts_bytes') or 0) / 1e6)} | {reads} |")
+    return out + [""]
+
+
+def _storage_section(st: Any) -> list[str]:
+    if not isinstance(st, dict) or not st.get("tables"):
+        return []
+    facts = st.get("facts") or 0
+    out = ["## Storage (the workload database, after VACUUM)", "",
+           f"{_fmt(facts)} facts; all tables {_fmt(st.get('total_bytes', 0) / 1e6)} MB = "
+           f"{_fmt(_get(st, 'bytes_per_fact', 'all_tables'))} B per fact, "
+           f"{_fmt(st.get('total_over_facts_table'))}x the facts table "
+           f"({_fmt(_get(st, 'bytes_per_fact', 'facts_table'))} B per fact).", "",
+           "| table | heap + TOAST (MB) | indexes (MB) | rows (estimate) | bytes per fact | rows by tier |",
+           "|---|---:|---:|---:|---:|---|"]
+    tiers = st.get("rows_by_tier") or {}
+    for name, t in sorted((st.get("tables") or {}).items(), key=lambda kv: -(kv[1]["heap_bytes"] + kv[1]["index_bytes"])):
+        size = t["heap_bytes"] + t["index_bytes"]
+        if size < 1_000_000:
+            continue
+        by_tier = ", ".join(f"{k} {_fmt(v)}" for k, v in (tiers.get(name) or {}).items()) or "—"
+        out.append(f"| {name} | {_fmt(t['heap_bytes'] / 1e6)} | {_fmt(t['index_bytes'] / 1e6)} | "
+                   f"{_fmt(t.get('rows_estimate'))} | {_fmt(size / facts if facts else None)} | {by_tier} |")
+    return out + [""]
 
 
 def _profiles(prof: Any) -> list[str]:

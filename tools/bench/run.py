@@ -4,12 +4,15 @@ Phases (each isolated: a failure is recorded in the results and the run goes on)
 
 1. workload: the bench's own embedded PostgreSQL in ``<out>/cache/pg``; the workload database is
    generated (or reused, see ``<out>/cache/manifest.json``) and compacted by the real compactor;
+   its on-disk bytes per table and per fact (tools.bench.storage);
 2. queries: gRPC (canonical vs legacy, rolling and custom windows, drilldowns), DuckDB peer, gateway,
    cost growth, and profiles of the summary path;
 3. ingest and freshness (a scratch database recreated every run): file import with 1 and 2
    processes, duplicate replay, LocalRelay, ingest-to-visible delay;
 4. compaction: new facts through every tier, catch-up after a one-day outage;
-5. ingest rate as the facts table grows (0 facts, after the compaction tests, the workload).
+5. ingest rate as the facts table grows (0 facts, after the compaction tests, the workload): the same
+   events at every size, each after a warm-up and a checkpoint, with the server's WAL, full-page images
+   and block reads per event (tools.bench.ingest_growth).
 
 Set CANAL_BENCH_REBUILD=1 to regenerate the cached workload.
 """
@@ -31,6 +34,7 @@ from tools.bench import report
 from tools.bench.pg import BenchPostgres, Manifest
 from tools.bench.profile import DAY, Profile, profile_for
 from tools.bench.stats import Budget, ratio, summarize_ms
+from tools.bench.storage import measure as storage_measure
 from tools.bench.workload import Layout, ensure_workload
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,6 +123,7 @@ def main(args: Any) -> int:
             "build": {k: v for k, v in build.items() if k != "compaction"},
         }
         results["compaction"] = {"build": {**build.get("compaction", {}), "cached": build.get("cached")}}
+        results["storage"] = _phase(results, "storage", lambda: storage_measure(url))
         results["query"] = _phase(results, "queries", lambda: queries(url, lay, profile, cache, budget))
         results["ingest"], results["freshness"] = {}, {}
         _phase(results, "ingest", lambda: ingest_and_compaction(pg, url, lay, profile, manifest, cache, results,
@@ -303,10 +308,11 @@ def ingest_and_compaction(pg: BenchPostgres, workload_url: str, lay: Layout, pro
     url = pg.recreate(SCRATCH)
     upgrade(url)
     path_a, _, info_a = ib.events_file(cache, profile.ingest_users, seed=7)
-    path_b, n_b, _ = ib.events_file(cache, profile.ingest_growth_users, seed=8)
     ing["events"] = info_a
     halves = ib.split(path_a, 2)
-    third = n_b // 3
+    # the growth series ingests the same events into every store size, after the same warm-up
+    warm = ib.split(path_a, 2, 0, profile.growth_warm)
+    measured = ib.split(path_a, 2, profile.growth_warm, profile.growth_events)
     pool = ib.IngestPool(2)
     try:
         ing["file"] = {}
@@ -318,18 +324,17 @@ def ingest_and_compaction(pg: BenchPostgres, workload_url: str, lay: Layout, pro
         growth: list[dict[str, Any]] = []
         ing["growth"] = growth
         _truncate(url)
-        growth.append(_phase(results, "ingest at 0 facts",
-                             lambda: _ingest_at(pool, url, ib.split(path_b, 2, 0, third))))
+        growth.append(_phase(results, "ingest at 0 facts", lambda: _ingest_at(pool, url, warm, measured)))
         _truncate(url)
-        ing["profile"] = _phase(results, "ingest profile", lambda: ib.profile_ingest(url, path_b, min(third, 5000)))
+        ing["profile"] = _phase(results, "ingest profile", lambda: ib.profile_ingest(url, path_a, 5000))
         results["freshness"] = _phase(results, "freshness", lambda: _freshness(url, profile))
         _truncate(url)
         _phase(results, "compaction", lambda: _compaction(pg, url, profile, results["compaction"]))
         growth.append(_phase(results, "ingest after the compaction tests",
-                             lambda: _ingest_at(pool, url, ib.split(path_b, 2, third, third))))
+                             lambda: _ingest_at(pool, url, warm, measured)))
         growth.append(_phase(results, "ingest into the workload",
-                             lambda: _ingest_into_workload(pool, pg, workload_url, profile, manifest,
-                                                           ib.split(path_b, 2, 2 * third, third))))
+                             lambda: _ingest_into_workload(pool, pg, workload_url, profile, manifest, warm,
+                                                           measured)))
     finally:
         pool.close()
 
@@ -345,11 +350,13 @@ def _compaction(pg: BenchPostgres, url: str, profile: Profile, comp: dict[str, A
                                      profile.compact_workers, profile.compact_batch)
 
 
-def _ingest_at(pool: Any, url: str, parts: list[Path]) -> dict[str, Any]:
+def _ingest_at(pool: Any, url: str, warm: list[Path], parts: list[Path]) -> dict[str, Any]:
+    """`warm` (unmeasured), a checkpoint, then `parts` with the server's work per event (tools.bench.ingest_growth)."""
     from tools.bench import ingest as ib
+    from tools.bench.ingest_growth import measured
 
     before = ib.facts_count(url)
-    out = ib.file_ingest(pool, url, parts)
+    out = measured(url, lambda: ib.file_ingest(pool, url, warm), lambda: ib.file_ingest(pool, url, parts))
     out["facts_before"] = before
     return out
 
@@ -383,13 +390,14 @@ def _freshness(url: str, profile: Profile) -> dict[str, Any]:
 
 
 def _ingest_into_workload(pool: Any, pg: BenchPostgres, url: str, profile: Profile, manifest: Manifest,
-                          parts: list[Path]) -> dict[str, Any]:
+                          warm: list[Path], parts: list[Path]) -> dict[str, Any]:
     """Ingest fresh events into the workload database, then remove exactly what they added."""
     manifest.mark(profile.db_name, "in_use")
-    out = _ingest_at(pool, url, parts)
+    out = _ingest_at(pool, url, warm, parts)
     with pg.connect(profile.db_name) as conn:
         with conn.transaction():
-            conn.execute("DELETE FROM facts f USING events e WHERE f.source_event_id = e.id")
+            conn.execute("DELETE FROM facts f USING events e WHERE f.created_at = e.created_at "
+                         "AND f.source_event_id = e.id")
             conn.execute("DELETE FROM profiles p USING events e WHERE p.event_id = e.id")
             conn.execute("TRUNCATE events, event_refs, zap_receipts, tombstones, contact_lists, rejects, "
                          "dirty_buckets, ingest_state")

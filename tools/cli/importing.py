@@ -18,7 +18,7 @@ from typing import BinaryIO, cast
 
 from sqlalchemy import Engine
 
-from services.ingest.importer import format_summary, import_stream
+from services.ingest.importer import IMPORT_BATCH, format_summary, import_stream
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -56,6 +56,7 @@ def open_input(spec: str) -> Iterator[tuple[BinaryIO, str, int | None, Callable[
 def run_import(args: argparse.Namespace, engine: Engine) -> int:
     """`canal import`: the summary once, on stdout (the progress bar is on stderr)."""
     with open_input(args.file) as (stream, name, total, consumed):
-        summary = import_stream(stream, name, engine, total, consumed, batch=args.batch, progress=not args.quiet)
+        summary = import_stream(stream, name, engine, total, consumed, batch=args.batch or IMPORT_BATCH,
+                                progress=not args.quiet)
     print(format_summary(summary))
     return 0

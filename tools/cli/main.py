@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("service", choices=SERVICES)
     i = sub.add_parser("import", help="import events from a JSONL or JSON-array file, .gz, or - (stdin)")
     i.add_argument("file", help="a JSONL or JSON-array file, gzip-compressed or not; - reads standard input")
-    i.add_argument("--batch", type=int, default=1000)
+    i.add_argument("--batch", type=int, default=None, help="events per transaction (default: the importer's, 2,500)")
     i.add_argument("--quiet", action="store_true")
     k = sub.add_parser("keys", help="manage API keys")
     ksub = k.add_subparsers(dest="action", required=True)
