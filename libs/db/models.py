@@ -186,7 +186,8 @@ class Aggregate(Base):
 #: The finest tier with note/counterparty drilldown rows. A minute bucket's drilldown rows were about
 #: one per fact (the raw facts again, without compression); drilldowns read sub-hour edges from facts,
 #: which are kept at least as long as minutes (`Settings.retain_facts_days`), and the hour tier's rows
-#: are rolled up from facts.
+#: are rolled up from facts. The drilldown tables have only their key as index: every read goes by
+#: target, and retention finds expired rows per target (services.compactor.retention).
 DRILLDOWN_MIN_TIER = 2
 
 
@@ -205,7 +206,6 @@ class NoteAggregate(Base):
     reposts_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     replies_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     quotes_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
-    __table_args__ = (Index(None, "tier", "bucket_start"),)
 
 
 class ActorAggregate(Base):
@@ -222,13 +222,14 @@ class ActorAggregate(Base):
     reposts_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     replies_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     quotes_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
-    __table_args__ = (Index(None, "tier", "bucket_start"),)
 
 
 #: Entries kept per top list, by tier (day, 8-day and 64-day blocks; finer buckets are read whole). A
 #: bucket gets lists when its aggregates row counts more facts than its size: the query finds listed
-#: buckets by that same rule. Long windows sum many lists, so the blocks keep longer ones.
-TOP_LIST_SIZES = {3: 256, 4: 1024, 5: 1024}
+#: buckets by that same rule. 2,048 everywhere (migration 0007; 256/1,024 before): at 5M facts a busy
+#: day has ~1,600 zapped notes, so shorter day lists left msats bounds at a common zap amount and the
+#: 7d/30d test could not prove its page (bench/NOTES.md); longer block lists cost more than they prove.
+TOP_LIST_SIZES = {3: 2048, 4: 2048, 5: 2048}
 TOP_LIST_MIN_TIER = min(TOP_LIST_SIZES)
 
 

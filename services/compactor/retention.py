@@ -102,13 +102,29 @@ def _publish(engine: Engine, settings: Settings, now: int) -> dict[str, int]:
     return published
 
 
-def _delete_in_batches(engine: Engine, table: str, where: str, params: dict[str, Any], batch: int) -> tuple[int, int]:
-    """Delete matching rows `batch` at a time, each batch its own short transaction."""
+def _rows_where(table: str, where: str) -> str:
+    """The ctids of up to :n rows of `table` matching `where` (an index on its leading columns finds them)."""
+    return f"SELECT ctid FROM {table} WHERE {where} LIMIT :n"
+
+
+def _drilldown_rows(table: str, tier: int) -> str:
+    """The ctids of up to :n drilldown rows of `tier` before :h, found per target through the table's key.
+
+    The drilldown tables have no (tier, bucket_start) index (a fifth of their size, and written by every
+    rollup): the targets with expired buckets come from `aggregates`, whose rows of those buckets are
+    deleted after these."""
+    return (f"SELECT l.row_id FROM (SELECT DISTINCT target_id FROM aggregates WHERE tier = {tier} AND bucket_start < :h) t "
+            f"CROSS JOIN LATERAL (SELECT ctid AS row_id FROM {table} WHERE target_id = t.target_id AND tier = {tier} "
+            "AND bucket_start < :h OFFSET 0) l LIMIT :n")
+
+
+def _delete_in_batches(engine: Engine, table: str, rows: str, params: dict[str, Any], batch: int) -> tuple[int, int]:
+    """Delete the rows `rows` selects (ctids), `batch` at a time, each batch its own short transaction."""
     total = batches = 0
     while True:
         with engine.begin() as conn:
             n = conn.execute(
-                text(f"DELETE FROM {table} WHERE ctid IN (SELECT ctid FROM {table} WHERE {where} LIMIT :n)"),
+                text(f"DELETE FROM {table} WHERE ctid IN ({rows})"),
                 params | {"n": batch},
             ).rowcount
         total += n
@@ -126,19 +142,22 @@ def run_retention(
     now = int(time.time()) if now is None else now
     batch = batch or settings.retention_batch
     stats = RetentionStats(horizons=_publish(engine, settings, now))
-    targets = [("facts", "facts", "created_at < :h", stats.horizons["facts"])]
+    targets = [("facts", "facts", _rows_where("facts", "created_at < :h"), stats.horizons["facts"])]
     for tier_name, tier in (("minute", 1), ("hour", 2)):
+        # A bucket's drilldown rows go before its aggregates row: they are found through it
         drilldowns = ("note_aggregates", "actor_aggregates") if tier >= DRILLDOWN_MIN_TIER else ()
-        for table in ("aggregates", *drilldowns):
-            where = f"tier = {tier} AND bucket_start < :h"
-            targets.append((f"{table}:{tier_name}", table, where, stats.horizons[tier_name]))
+        for table in drilldowns:
+            targets.append((f"{table}:{tier_name}", table, _drilldown_rows(table, tier), stats.horizons[tier_name]))
+        targets.append((f"aggregates:{tier_name}", "aggregates",
+                        _rows_where("aggregates", f"tier = {tier} AND bucket_start < :h"), stats.horizons[tier_name]))
     # Run records (one per compactor cron run, ~10k a day) are history, not data: keep a week.
     runs_before = now - settings.retain_runs_days * DAY if settings.retain_runs_days > 0 else 0
-    targets.append(("jobs:runs", "jobs", "kind IN ('compaction', 'retention') AND created_at < :h", runs_before))
-    for label, table, where, horizon in targets:
+    targets.append(("jobs:runs", "jobs", _rows_where("jobs", "kind IN ('compaction', 'retention') AND created_at < :h"),
+                    runs_before))
+    for label, table, rows, horizon in targets:
         if horizon <= 0:
             continue
-        stats.deleted[label], n_batches = _delete_in_batches(engine, table, where, {"h": horizon}, batch)
+        stats.deleted[label], n_batches = _delete_in_batches(engine, table, rows, {"h": horizon}, batch)
         stats.batches += n_batches
     stats.duration_s = time.perf_counter() - began
     return stats

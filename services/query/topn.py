@@ -65,23 +65,23 @@ def rest_parts(dimension: str, fine: list[tuple[int, int, int]], raw: list[tuple
     named by the CTE `small_buckets` (tier, bucket_start), to be summed by key."""
     table, key = DIMENSIONS[dimension]
     cols = ", ".join(f"g.{c}" for c in ENGAGEMENT_COLUMNS)
-    raw_cols = ", ".join(f"({sql})::bigint AS {name}" for name, sql in ENGAGEMENT_COLUMNS.items())
     parts = []
     if small_buckets:
         parts.append(f"SELECT g.{key} AS k, {cols} FROM {small_buckets} sb CROSS JOIN LATERAL (SELECT * FROM {table} g "
                      f"WHERE g.target_id = :t AND g.tier = sb.tier AND g.bucket_start = sb.bucket_start OFFSET 0) g")
-    if fine:
-        parts.append(f"SELECT g.{key} AS k, {cols} FROM {table} g WHERE g.target_id = :t AND ({ranges_filter(fine, 'g')})")
-    if raw:
-        parts.append(f"SELECT f.{key} AS k, {raw_cols} FROM facts f WHERE f.target_id = :t AND ({raw_filter(raw)}) "
-                     f"AND f.fact_type IN ({_TYPES}) AND f.{key} IS NOT NULL GROUP BY f.{key}")
-    return parts
+    return parts + _window_parts(dimension, fine, raw, None)
 
 
 def size_case(alias: str) -> str:
     """SQL for the list size of `alias`'s tier (the facts count above which a bucket has lists)."""
     whens = " ".join(f"WHEN {tier} THEN {n}" for tier, n in sorted(models.TOP_LIST_SIZES.items()))
     return f"(CASE {alias}.tier {whens} ELSE NULL END)"
+
+
+def _type(column: str) -> str:
+    """A drilldown column's SQL type as stored: counts are int4 (summed with an int8 accumulator, several
+    times cheaper than sum(bigint)'s numeric one), msats int8."""
+    return "bigint" if column == "zaps_msats" else "int"
 
 
 def _sums(alias: str) -> str:
@@ -140,9 +140,9 @@ l AS MATERIALIZED (
       AND x.bucket_start = b.bucket_start AND x.dim = :dim AND x.metric = :metric OFFSET 0) x
   WHERE b.listed),
 r AS MATERIALIZED ({rest_sql}),
-u AS (SELECT coalesce(sum(l.bound), 0) AS total, count(*) AS lists,
+u AS (SELECT coalesce(sum(l.bound), 0)::bigint AS total, count(*) AS lists,
       (SELECT count(*) FROM b WHERE listed) AS want FROM l),
-e AS (SELECT y.k, sum(y.v) AS v, sum(l.bound) AS seen
+e AS (SELECT y.k, sum(y.v)::bigint AS v, sum(l.bound)::bigint AS seen
       FROM l CROSS JOIN LATERAL unnest(l.keys, l.vals) AS y(k, v) GROUP BY y.k),
 s AS MATERIALIZED (
   SELECT coalesce(e.k, r.k) AS k, coalesce(e.v, 0) + coalesce(r.{column}, 0) + u.total - coalesce(e.seen, 0) AS ub,
@@ -168,27 +168,56 @@ FROM page p CROSS JOIN u CROSS JOIN ex ORDER BY p.{column} DESC, p.key ASC"""
 def engagement_full(conn: Connection, target: int, dimension: str, column: str, limit: int,
                     after: tuple[int, str] | None, segments: list[tuple[int, int, int]],
                     raw: list[tuple[int, int]]) -> list[dict[str, Any]]:
-    """Every key of the window summed by id; only keys that can reach the page are joined to their key."""
+    """Every key of the window summed by id, the sort column only; the page's keys then get their key
+    and every column (a second pass over the same rows, for at most a page of keys plus its ties).
+
+    Every row of the drilldown tables and of the raw part counts at least one engagement, so every key
+    summed here has a positive total: the full path needs no zero filter (the legacy path has one)."""
     table, key_id = DIMENSIONS[dimension]
     key, join, extra = key_sql(dimension)
-    cols = ", ".join(f"g.{c}" for c in ENGAGEMENT_COLUMNS)
-    parts = rest_parts(dimension, [], raw, None)
-    if segments:
-        parts.insert(0, f"SELECT g.{key_id} AS k, {cols} FROM {table} g WHERE g.target_id = :t "
-                        f"AND ({ranges_filter(segments, 'g')})")
+    parts = _window_parts(dimension, segments, raw, column)
     if not parts:
         return []
-    zero = " + ".join(f"sum(p.{c})" for c in ENGAGEMENT_COLUMNS) + " > 0"
     # The threshold counts keys surely after the cursor (value below it): never above the page's last value.
-    below = "" if after is None else f"WHERE s.{column} < :av"
-    out_cols = ", ".join(f"s.{c}" for c in ENGAGEMENT_COLUMNS)
+    below = "" if after is None else "WHERE s.v < :av"
+    cursor = "" if after is None else f" AND (s.v < :av OR (s.v = :av AND {key} > :ak))"
+    every = _window_parts(dimension, segments, raw, None, "(SELECT page.k FROM page)")
+    out_cols = ", ".join(f"c.{col}" for col in ENGAGEMENT_COLUMNS)
+    extra_name = "deleted" if dimension == "note" else "display_name"
     sql = f"""
-WITH s AS MATERIALIZED (SELECT p.k, {_sums('p')} FROM ({' UNION ALL '.join(parts)}) p GROUP BY p.k HAVING {zero}),
-th AS (SELECT s.{column} AS v FROM s {below} ORDER BY s.{column} DESC OFFSET :lim LIMIT 1)
-SELECT {key} AS key{extra}, {out_cols} FROM s {join}
-WHERE s.{column} >= coalesce((SELECT th.v FROM th), -1){_cursor(column, key, after)}
-ORDER BY s.{column} DESC, {key} ASC LIMIT :lim + 1"""
+WITH s AS MATERIALIZED (SELECT p.k, sum(p.v)::bigint AS v FROM ({' UNION ALL '.join(parts)}) p GROUP BY p.k),
+th AS (SELECT s.v FROM s {below} ORDER BY s.v DESC OFFSET :lim LIMIT 1),
+page AS MATERIALIZED (
+  SELECT s.k, s.v, {key} AS key{extra} FROM s {join}
+  WHERE s.v >= coalesce((SELECT th.v FROM th), -1){cursor}
+  ORDER BY s.v DESC, {key} ASC LIMIT :lim + 1),
+c AS (SELECT p.k, {_sums('p')} FROM ({' UNION ALL '.join(every)}) p GROUP BY p.k)
+SELECT page.key, page.{extra_name}, {out_cols} FROM page JOIN c ON c.k = page.k
+ORDER BY page.v DESC, page.key ASC"""
     params: dict[str, Any] = {"t": target, "lim": limit}
     if after is not None:
         params["av"], params["ak"] = after
     return [dict(r) for r in conn.execute(text(sql), params).mappings()]
+
+
+def _window_parts(dimension: str, segments: list[tuple[int, int, int]], raw: list[tuple[int, int]],
+                  column: str | None, keys_in: str | None = None) -> list[str]:
+    """Rows (k, v) of the window's segments and raw ranges with `column` as v, or (k, every column) when
+    `column` is None; `keys_in` (an SQL set of key ids) keeps only those keys."""
+    table, key_id = DIMENSIONS[dimension]
+    if column is not None:
+        cols = f"g.{column} AS v"
+        raw_cols = f"({ENGAGEMENT_COLUMNS[column]})::{_type(column)} AS v"
+    else:
+        cols = ", ".join(f"g.{c}" for c in ENGAGEMENT_COLUMNS)
+        raw_cols = ", ".join(f"({sql})::{_type(name)} AS {name}" for name, sql in ENGAGEMENT_COLUMNS.items())
+    only = f" AND g.{key_id} IN {keys_in}" if keys_in else ""
+    raw_only = f" AND f.{key_id} IN {keys_in}" if keys_in else ""
+    parts = []
+    if segments:
+        parts.append(f"SELECT g.{key_id} AS k, {cols} FROM {table} g WHERE g.target_id = :t "
+                     f"AND ({ranges_filter(segments, 'g')}){only}")
+    if raw:
+        parts.append(f"SELECT f.{key_id} AS k, {raw_cols} FROM facts f WHERE f.target_id = :t AND ({raw_filter(raw)}) "
+                     f"AND f.fact_type IN ({_TYPES}) AND f.{key_id} IS NOT NULL{raw_only} GROUP BY f.{key_id}")
+    return parts

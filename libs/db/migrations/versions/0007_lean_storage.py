@@ -11,6 +11,8 @@
 - note/actor aggregates: no minute rows (one per fact, the raw facts again); drilldowns read sub-hour
   edges from facts and the hour tier is rolled up from facts (`libs.db.models.DRILLDOWN_MIN_TIER`).
 - note/actor aggregates: counts as int4 (zaps_msats stays int8): 24 bytes less per row.
+- note/actor aggregates: no (tier, bucket_start) index (only retention used it; it now goes by target).
+- top lists of 2,048 entries at every tier (256 for days, 1,024 for blocks before), rebuilt here.
 
 Revision ID: 0007
 Revises: 0006
@@ -37,6 +39,29 @@ ENGAGEMENT = {
 }
 
 
+SIZES = {3: 2048, 4: 2048, 5: 2048}  # libs.db.models.TOP_LIST_SIZES when this revision was written
+OLD_SIZES = {3: 256, 4: 1024, 5: 1024}
+METRICS = ("zaps_count", "zaps_msats", "reactions_count", "reposts_count", "replies_count", "quotes_count")
+DIMS = (("note", "note_aggregates", "note_id"), ("counterparty", "actor_aggregates", "actor_id"))
+
+
+def _rebuild_top_lists(sizes: dict[int, int]) -> None:
+    """Every top list again at `sizes` (the statement of 0006, which built them first)."""
+    op.execute("DELETE FROM top_lists")
+    for (dim, table, key), metric, (tier, size) in ((d, m, s) for d in DIMS for m in METRICS for s in sizes.items()):
+        op.execute(
+            "INSERT INTO top_lists (target_id, tier, bucket_start, dim, metric, keys, vals, bound) "
+            f"SELECT a.target_id, a.tier, a.bucket_start, '{dim}', '{metric}', "
+            f"coalesce(l.keys[1:{size}], '{{}}'), coalesce(l.vals[1:{size}], '{{}}'), coalesce(l.vals[{size + 1}], 0) "
+            "FROM aggregates a CROSS JOIN LATERAL ("
+            "SELECT array_agg(x.k ORDER BY x.v DESC, x.k) AS keys, array_agg(x.v ORDER BY x.v DESC, x.k) AS vals "
+            f"FROM (SELECT g.{key} AS k, g.{metric} AS v FROM {table} g WHERE g.target_id = a.target_id "
+            f"AND g.tier = a.tier AND g.bucket_start = a.bucket_start AND g.{metric} > 0 "
+            f"ORDER BY g.{metric} DESC, g.{key} LIMIT {size + 1}) x) l "
+            f"WHERE a.tier = {tier} AND a.facts > {size}"
+        )
+
+
 def upgrade() -> None:
     op.drop_index("ix_facts_target_id_note_id_created_at", table_name="facts")
     op.drop_index("ix_facts_target_id_actor_id_created_at", table_name="facts")
@@ -45,13 +70,17 @@ def upgrade() -> None:
     op.execute("ALTER TABLE facts DROP CONSTRAINT pk_facts")
     op.execute("ALTER TABLE facts ADD CONSTRAINT pk_facts PRIMARY KEY (created_at, source_event_id, target_id, fact_type)")
     for table, _ in DRILLDOWNS:
+        op.drop_index(f"ix_{table}_tier_bucket_start", table_name=table)
         op.execute(f"DELETE FROM {table} WHERE tier = 1")
         op.execute(f"ALTER TABLE {table} " + ", ".join(f"ALTER COLUMN {c} TYPE integer" for c in COUNTS))
+    _rebuild_top_lists(SIZES)
 
 
 def downgrade() -> None:
+    _rebuild_top_lists(OLD_SIZES)
     for table, key in DRILLDOWNS:
         op.execute(f"ALTER TABLE {table} " + ", ".join(f"ALTER COLUMN {c} TYPE bigint" for c in COUNTS))
+        op.create_index(f"ix_{table}_tier_bucket_start", table, ["tier", "bucket_start"])
         # The minute rows back, from the facts of every minute bucket that has an aggregates row.
         op.execute(
             f"INSERT INTO {table} (target_id, tier, bucket_start, {key}, {', '.join(ENGAGEMENT)}) "
