@@ -61,10 +61,15 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    from libs.db.migrate import upgrade
+    from libs.db.migrate import downgrade, upgrade
     from tools.cli.up import database_url_or_exit
 
-    upgrade(database_url_or_exit(get_settings()))
+    url = database_url_or_exit(get_settings())
+    if args.down_to:
+        downgrade(url, args.down_to)
+        print(f"migrations reverted to {args.down_to}")
+        return 0
+    upgrade(url)
     print("migrations applied")
     return 0
 
@@ -112,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="canal", description="Canonical analytics windowing for Nostr.")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start every service (embedded PostgreSQL/Redis when URLs are unset)")
-    sub.add_parser("migrate", help="apply database migrations")
+    m = sub.add_parser("migrate", help="apply database migrations")
+    m.add_argument("--down-to", metavar="REVISION", help="revert to this revision instead (e.g. 0006 before "
+                   "running an older image; docs/rollout.md)")
     s = sub.add_parser("serve", help="run one service in the foreground")
     s.add_argument("service", choices=SERVICES)
     i = sub.add_parser("import", help="import events from a JSONL or JSON-array file, .gz, or - (stdin)")
