@@ -224,13 +224,19 @@ class ActorAggregate(Base):
     quotes_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
 
-#: Entries kept per top list, by tier (day, 8-day and 64-day blocks; finer buckets are read whole). A
-#: bucket gets lists when its aggregates row counts more facts than its size: the query finds listed
-#: buckets by that same rule. 2,048 everywhere (migration 0007; 256/1,024 before): at 5M facts a busy
-#: day has ~1,600 zapped notes, so shorter day lists left msats bounds at a common zap amount and the
-#: 7d/30d test could not prove its page (bench/NOTES.md); longer block lists cost more than they prove.
-TOP_LIST_SIZES = {3: 2048, 4: 2048, 5: 2048}
-TOP_LIST_MIN_TIER = min(TOP_LIST_SIZES)
+#: Entries kept per top list, by tier (hour, day, 8-day and 64-day buckets; minutes have no drilldown
+#: rows). A bucket gets lists when its aggregates row counts more facts than its size: the query finds
+#: listed buckets by that same rule. 2,048 from the day up (migration 0007; 256/1,024 before): at 5M
+#: facts a busy day has ~1,600 zapped notes, so shorter day lists left msats bounds at a common zap amount
+#: and the 7d/30d test could not prove its page; longer block lists cost more than they prove. Hours keep
+#: 256: the current day's hours (no day row until it ends) are then merged as lists, not read whole
+#: (bench/NOTES.md).
+TOP_LIST_SIZES = {2: 256, 3: 2048, 4: 2048, 5: 2048}
+
+
+def top_list_min_tier() -> int:
+    """The finest tier with top lists (read at call time, so a test may change TOP_LIST_SIZES)."""
+    return min(TOP_LIST_SIZES)
 
 
 class TopList(Base):

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from libs.config import Settings
-from libs.db.models import DRILLDOWN_MIN_TIER
+from libs.db.models import DRILLDOWN_MIN_TIER, top_list_min_tier
 from libs.metrics import Tier
 from services.compactor.rollup import CHILD, oldest_dirty
 
@@ -107,12 +107,13 @@ def _rows_where(table: str, where: str) -> str:
     return f"SELECT ctid FROM {table} WHERE {where} LIMIT :n"
 
 
-def _drilldown_rows(table: str, tier: int) -> str:
-    """The ctids of up to :n drilldown rows of `tier` before :h, found per target through the table's key.
+def _rows_by_target(table: str, tier: int) -> str:
+    """The ctids of up to :n rows of `tier` before :h of a table keyed (target_id, tier, bucket_start, ...),
+    found per target through its key.
 
-    The drilldown tables have no (tier, bucket_start) index (a fifth of their size, and written by every
-    rollup): the targets with expired buckets come from `aggregates`, whose rows of those buckets are
-    deleted after these."""
+    The drilldown tables and top lists have no (tier, bucket_start) index (for the drilldown tables a
+    fifth of their size, written by every rollup): the targets with expired buckets come from
+    `aggregates`, whose rows of those buckets are deleted after these."""
     return (f"SELECT l.row_id FROM (SELECT DISTINCT target_id FROM aggregates WHERE tier = {tier} AND bucket_start < :h) t "
             f"CROSS JOIN LATERAL (SELECT ctid AS row_id FROM {table} WHERE target_id = t.target_id AND tier = {tier} "
             "AND bucket_start < :h OFFSET 0) l LIMIT :n")
@@ -144,10 +145,11 @@ def run_retention(
     stats = RetentionStats(horizons=_publish(engine, settings, now))
     targets = [("facts", "facts", _rows_where("facts", "created_at < :h"), stats.horizons["facts"])]
     for tier_name, tier in (("minute", 1), ("hour", 2)):
-        # A bucket's drilldown rows go before its aggregates row: they are found through it
+        # A bucket's drilldown rows and top lists go before its aggregates row: they are found through it
         drilldowns = ("note_aggregates", "actor_aggregates") if tier >= DRILLDOWN_MIN_TIER else ()
-        for table in drilldowns:
-            targets.append((f"{table}:{tier_name}", table, _drilldown_rows(table, tier), stats.horizons[tier_name]))
+        lists = ("top_lists",) if tier >= top_list_min_tier() else ()
+        for table in (*drilldowns, *lists):
+            targets.append((f"{table}:{tier_name}", table, _rows_by_target(table, tier), stats.horizons[tier_name]))
         targets.append((f"aggregates:{tier_name}", "aggregates",
                         _rows_where("aggregates", f"tier = {tier} AND bucket_start < :h"), stats.horizons[tier_name]))
     # Run records (one per compactor cron run, ~10k a day) are history, not data: keep a week.

@@ -286,7 +286,7 @@ def _rebuild(conn: Connection, tier: Tier, mode: str, claims: Sequence[_Claim], 
     for table, key in drilldowns:
         sql = _drilldown_from_facts(table, key) if from_facts else _drilldown_from_children(table, key)
         stats.rows_written += conn.execute(text(sql), params).rowcount
-    if tier >= models.TOP_LIST_MIN_TIER:
+    if tier >= models.top_list_min_tier():
         _rebuild_top_lists(conn, tier, keys)
 
 

@@ -19,7 +19,7 @@ from pyroaring import BitMap
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
-from libs.db.models import DRILLDOWN_MIN_TIER, TOP_LIST_MIN_TIER
+from libs.db.models import DRILLDOWN_MIN_TIER, top_list_min_tier
 from libs.metrics import (
     ENGAGEMENT_COLUMNS,
     ENGAGEMENT_TYPES,
@@ -387,10 +387,10 @@ def _legacy_engagement(conn: Connection, target: int, dimension: str, sort_colum
 
 def _canonical_engagement(conn: Connection, target: int, dimension: str, column: str, limit: int,
                           after: tuple[int, str] | None, layout: Layout) -> list[dict[str, Any]]:
-    """Top lists and a threshold test when the window has day-or-coarser buckets (`topn`); the full
+    """Top lists and a threshold test when the window has buckets of a listed tier (`topn`); the full
     aggregation when it has none, or when the test cannot prove the page."""
     segments, raw = list(layout.segments), list(layout.raw)
-    if any(tier >= TOP_LIST_MIN_TIER for tier, _, _ in segments):
+    if any(tier >= top_list_min_tier() for tier, _, _ in segments):
         found = topn.engagement_top(conn, target, dimension, column, limit, after, segments, raw)
         if found is not None:
             return found

@@ -1,8 +1,9 @@
 """Exact top-N `note` and `counterparty` drilldowns without aggregating every key (canonical path).
 
 A page is the `limit + 1` rows with the largest value of the sort column (ties by key ascending)
-after the cursor. The window's plan has coarse buckets (day, 8-day and 64-day blocks), fine buckets
-(hours, minutes) and raw ranges. Every coarse bucket with more facts than its tier's list size
+after the cursor. The window's drilldown plan has coarse buckets (hours, days, 8-day and 64-day blocks:
+the tiers with lists), possibly finer ones, and raw ranges. Every coarse bucket with more facts than its
+tier's list size
 (`TOP_LIST_SIZES`) carries, per drilldown and sort column, a *top list* built by the compactor with
 the bucket's rows: that many keys with the largest positive values, and `bound`, a value no
 unlisted key exceeds in that bucket. Everything else (small coarse buckets, fine buckets, raw facts)
@@ -113,8 +114,9 @@ def engagement_top(conn: Connection, target: int, dimension: str, column: str, l
 def top_statement(target: int, dimension: str, column: str, limit: int, after: tuple[int, str] | None,
                   segments: list[tuple[int, int, int]], raw: list[tuple[int, int]]) -> tuple[str, dict[str, Any]]:
     """The one statement of `engagement_top`: candidate rows, exact and ordered, plus the test's inputs."""
-    coarse = [s for s in segments if s[0] >= models.TOP_LIST_MIN_TIER]
-    fine = [s for s in segments if s[0] < models.TOP_LIST_MIN_TIER]
+    listed_from = models.top_list_min_tier()
+    coarse = [s for s in segments if s[0] >= listed_from]
+    fine = [s for s in segments if s[0] < listed_from]
     table, key_id = DIMENSIONS[dimension]
     key, join, extra = key_sql(dimension)
     rest = rest_parts(dimension, fine, raw, "small" if coarse else None)

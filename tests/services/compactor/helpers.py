@@ -342,7 +342,7 @@ def random_facts(seed: int, n: int, targets: int, base: int, span_s: int) -> lis
 
 
 def assert_top_lists_exact(engine: Engine) -> None:
-    """Every top list equals the one its bucket's drilldown rows give, and exactly the day-or-coarser buckets
+    """Every top list equals the one its bucket's drilldown rows give, and exactly the buckets of a listed tier
     with more facts than their tier's TOP_LIST_SIZES have lists (the query relies on that rule)."""
     from libs.db import models
     from services.compactor.rollup import TOP_LIST_DIMS
@@ -351,7 +351,7 @@ def assert_top_lists_exact(engine: Engine) -> None:
     with engine.connect() as conn:
         listed = {(t, tier, b) for t, tier, b, n in conn.execute(text(
             "SELECT target_id, tier, bucket_start, facts FROM aggregates WHERE tier >= :m"),
-            {"m": models.TOP_LIST_MIN_TIER}) if n > sizes[tier]}
+            {"m": models.top_list_min_tier()}) if n > sizes[tier]}
         got = {tuple(r[:5]): (list(r[5]), list(r[6]), int(r[7])) for r in conn.execute(text(
             "SELECT target_id, tier, bucket_start, dim, metric, keys, vals, bound FROM top_lists"))}
         assert {k[:3] for k in got} <= listed
@@ -361,7 +361,7 @@ def assert_top_lists_exact(engine: Engine) -> None:
                 for t, tier, b, k, v in conn.execute(text(
                         f"SELECT target_id, tier, bucket_start, {key}, {metric} FROM {table} "
                         f"WHERE tier >= :m AND {metric} > 0 ORDER BY {metric} DESC, {key}"),
-                        {"m": models.TOP_LIST_MIN_TIER}):
+                        {"m": models.top_list_min_tier()}):
                     if (t, tier, b) in ranked:
                         ranked[(t, tier, b)].append((k, v))
                 for bucket, entries in ranked.items():

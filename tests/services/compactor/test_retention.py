@@ -165,3 +165,19 @@ def test_a_dirty_day_block_does_not_hold_the_facts_horizon_back(engine: Engine) 
             conn.execute(text("INSERT INTO dirty_buckets (target_id, tier, bucket_start, gen, marked_at) "
                               "VALUES (1, :tier, :b, 1, 0)"), {"tier": int(tier), "b": block})
     assert run_retention(engine, SETTINGS, now=NOW).horizons["facts"] == FACTS_H
+
+
+def test_hour_top_lists_and_drilldown_rows_go_with_their_hour_buckets(engine: Engine, monkeypatch: Any) -> None:
+    """Hour lists and drilldown rows have no (tier, bucket_start) index: retention finds them per target
+    through `aggregates`, before it deletes the aggregates rows of the same hours."""
+    monkeypatch.setattr("libs.db.models.TOP_LIST_SIZES", {2: 1, 3: 3, 4: 5, 5: 8})
+    _seed_six_days(engine)
+    old = "SELECT count(*) FROM {t} WHERE tier = 2 AND bucket_start < :h"
+    assert _count(engine, old.format(t="top_lists"), h=HOUR_H) > 0
+    kept_lists = _count(engine, "SELECT count(*) FROM top_lists WHERE tier = 2 AND bucket_start >= :h", h=HOUR_H)
+    assert kept_lists > 0
+    stats = run_retention(engine, SETTINGS, now=NOW)
+    for table in ("top_lists", "note_aggregates", "actor_aggregates", "aggregates"):
+        assert _count(engine, old.format(t=table), h=HOUR_H) == 0, table
+    assert stats.deleted["top_lists:hour"] > 0
+    assert _count(engine, "SELECT count(*) FROM top_lists WHERE tier = 2 AND bucket_start >= :h", h=HOUR_H) == kept_lists

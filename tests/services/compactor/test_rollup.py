@@ -159,13 +159,13 @@ def test_late_and_deleted_facts_are_rolled_up_again_minute_then_hour_then_day_th
 
 def test_top_lists_follow_their_buckets_through_late_and_deleted_facts(
         engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("libs.db.models.TOP_LIST_SIZES", {3: 3, 4: 5, 5: 8})
+    monkeypatch.setattr("libs.db.models.TOP_LIST_SIZES", {2: 1, 3: 3, 4: 5, 5: 8})
     rows = random_facts(7, 400, 2, BASE, 20 * DAY)
     insert_facts(engine, rows)
     compact_until_clean(engine, now=BASE + 40 * DAY)
     assert_top_lists_exact(engine)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT count(DISTINCT tier) FROM top_lists")).scalar_one() == 3
+        assert conn.execute(text("SELECT count(DISTINCT tier) FROM top_lists")).scalar_one() == 4
     insert_facts(engine, random_facts(8, 60, 2, BASE, 20 * DAY))  # late arrivals into rolled-up buckets
     delete_facts(engine, rows[:150])
     compact_until_clean(engine, now=BASE + 40 * DAY)

@@ -58,7 +58,7 @@ def test_pages_equal_the_legacy_scan_for_random_facts_list_sizes_windows_and_cur
         conn.execute(text(f"TRUNCATE {TABLES}"))
     rng = random.Random(seed)
     seed_dictionaries(engine, pubkeys=40, notes=40)
-    with mock.patch("libs.db.models.TOP_LIST_SIZES", {3: size, 4: 2 * size, 5: 3 * size}):
+    with mock.patch("libs.db.models.TOP_LIST_SIZES", {2: size, 3: size, 4: 2 * size, 5: 3 * size}):
         facts = random_facts(rng, 1500, T0, SPAN, targets=2, actors=40, notes=40)
         insert_facts(engine, facts)
         _compact(engine)

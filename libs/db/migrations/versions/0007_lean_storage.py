@@ -12,7 +12,8 @@
   edges from facts and the hour tier is rolled up from facts (`libs.db.models.DRILLDOWN_MIN_TIER`).
 - note/actor aggregates: counts as int4 (zaps_msats stays int8): 24 bytes less per row.
 - note/actor aggregates: no (tier, bucket_start) index (only retention used it; it now goes by target).
-- top lists of 2,048 entries at every tier (256 for days, 1,024 for blocks before), rebuilt here.
+- top lists of 2,048 entries from the day up (256 for days, 1,024 for blocks before) and of 256 for
+  hours (none before), rebuilt here.
 
 Revision ID: 0007
 Revises: 0006
@@ -39,7 +40,7 @@ ENGAGEMENT = {
 }
 
 
-SIZES = {3: 2048, 4: 2048, 5: 2048}  # libs.db.models.TOP_LIST_SIZES when this revision was written
+SIZES = {2: 256, 3: 2048, 4: 2048, 5: 2048}  # libs.db.models.TOP_LIST_SIZES when this revision was written
 OLD_SIZES = {3: 256, 4: 1024, 5: 1024}
 METRICS = ("zaps_count", "zaps_msats", "reactions_count", "reposts_count", "replies_count", "quotes_count")
 DIMS = (("note", "note_aggregates", "note_id"), ("counterparty", "actor_aggregates", "actor_id"))
