@@ -13,14 +13,14 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from libs.db.migrations.top_lists import build_top_lists
+
 revision = "0006"
 down_revision = "0005"
 branch_labels = None
 depends_on = None
 
 SIZES = {3: 256, 4: 1024, 5: 1024}  # libs.db.models.TOP_LIST_SIZES when this revision was written
-DIMS = (("note", "note_aggregates", "note_id"), ("counterparty", "actor_aggregates", "actor_id"))
-METRICS = ("zaps_count", "zaps_msats", "reactions_count", "reposts_count", "replies_count", "quotes_count")
 
 
 def upgrade() -> None:
@@ -36,18 +36,7 @@ def upgrade() -> None:
         sa.Column("bound", sa.BigInteger, nullable=False, server_default=sa.text("0")),
         sa.PrimaryKeyConstraint("target_id", "tier", "bucket_start", "dim", "metric", name=op.f("pk_top_lists")),
     )
-    for (dim, table, key), metric, (tier, size) in ((d, m, s) for d in DIMS for m in METRICS for s in SIZES.items()):
-        op.execute(
-            "INSERT INTO top_lists (target_id, tier, bucket_start, dim, metric, keys, vals, bound) "
-            f"SELECT a.target_id, a.tier, a.bucket_start, '{dim}', '{metric}', "
-            f"coalesce(l.keys[1:{size}], '{{}}'), coalesce(l.vals[1:{size}], '{{}}'), coalesce(l.vals[{size + 1}], 0) "
-            "FROM aggregates a CROSS JOIN LATERAL ("
-            "SELECT array_agg(x.k ORDER BY x.v DESC, x.k) AS keys, array_agg(x.v ORDER BY x.v DESC, x.k) AS vals "
-            f"FROM (SELECT g.{key} AS k, g.{metric} AS v FROM {table} g WHERE g.target_id = a.target_id "
-            f"AND g.tier = a.tier AND g.bucket_start = a.bucket_start AND g.{metric} > 0 "
-            f"ORDER BY g.{metric} DESC, g.{key} LIMIT {size + 1}) x) l "
-            f"WHERE a.tier = {tier} AND a.facts > {size}"
-        )
+    build_top_lists(SIZES)
 
 
 def downgrade() -> None:

@@ -22,6 +22,8 @@ Create Date: 2026-12-04
 
 from alembic import op
 
+from libs.db.migrations.top_lists import build_top_lists
+
 revision = "0007"
 down_revision = "0006"
 branch_labels = None
@@ -38,29 +40,13 @@ ENGAGEMENT = {
     "replies_count": "count(*) FILTER (WHERE fact_type = 4)",
     "quotes_count": "count(*) FILTER (WHERE fact_type = 5)",
 }
-
-
 SIZES = {2: 256, 3: 2048, 4: 2048, 5: 2048}  # libs.db.models.TOP_LIST_SIZES when this revision was written
 OLD_SIZES = {3: 256, 4: 1024, 5: 1024}
-METRICS = ("zaps_count", "zaps_msats", "reactions_count", "reposts_count", "replies_count", "quotes_count")
-DIMS = (("note", "note_aggregates", "note_id"), ("counterparty", "actor_aggregates", "actor_id"))
 
 
 def _rebuild_top_lists(sizes: dict[int, int]) -> None:
-    """Every top list again at `sizes` (the statement of 0006, which built them first)."""
     op.execute("DELETE FROM top_lists")
-    for (dim, table, key), metric, (tier, size) in ((d, m, s) for d in DIMS for m in METRICS for s in sizes.items()):
-        op.execute(
-            "INSERT INTO top_lists (target_id, tier, bucket_start, dim, metric, keys, vals, bound) "
-            f"SELECT a.target_id, a.tier, a.bucket_start, '{dim}', '{metric}', "
-            f"coalesce(l.keys[1:{size}], '{{}}'), coalesce(l.vals[1:{size}], '{{}}'), coalesce(l.vals[{size + 1}], 0) "
-            "FROM aggregates a CROSS JOIN LATERAL ("
-            "SELECT array_agg(x.k ORDER BY x.v DESC, x.k) AS keys, array_agg(x.v ORDER BY x.v DESC, x.k) AS vals "
-            f"FROM (SELECT g.{key} AS k, g.{metric} AS v FROM {table} g WHERE g.target_id = a.target_id "
-            f"AND g.tier = a.tier AND g.bucket_start = a.bucket_start AND g.{metric} > 0 "
-            f"ORDER BY g.{metric} DESC, g.{key} LIMIT {size + 1}) x) l "
-            f"WHERE a.tier = {tier} AND a.facts > {size}"
-        )
+    build_top_lists(sizes)
 
 
 def upgrade() -> None:
