@@ -112,13 +112,8 @@ def roll_new_facts(pg: Any, database: str, url: str, facts: int, targets: int, t
         inserted_s = time.perf_counter() - began
         conn.execute("ANALYZE facts")
         conn.execute("ANALYZE dirty_buckets")
-    engine = make_engine(url, pool_size=workers + 1)
-    try:
-        result = compact_to_clean(engine, workers, batch, t0 + 2 * 86_400, label=" (new facts)")
-    finally:
-        engine.dispose()
-    result.update(facts=n, targets=targets, dirty_minutes=dirty, insert_seconds=round(inserted_s, 2),
-                  facts_per_s=round(n / result["seconds"], 1) if result["seconds"] else None)
+    result = _compact_facts(url, workers, batch, t0 + 2 * 86_400, " (new facts)", n)
+    result.update(targets=targets, dirty_minutes=dirty, insert_seconds=round(inserted_s, 2))
     return result, lay
 
 
@@ -139,11 +134,17 @@ def outage_catch_up(pg: Any, database: str, url: str, lay: Any, facts: int, t1: 
             dirty = mark_dirty(conn, [t.id for t in targets], t1 - 86_400, t1 + 86_400)
         conn.execute("ANALYZE facts")
         conn.execute("ANALYZE dirty_buckets")
+    result = _compact_facts(url, workers, batch, t1 + 2 * 86_400, " (outage)", n)
+    result.update(late_facts=sum(late), dirty_minutes=dirty)
+    return result
+
+
+def _compact_facts(url: str, workers: int, batch: int, now: int, label: str, facts: int) -> dict[str, Any]:
+    """The compactor run to clean over `facts` new facts, with its rate."""
     engine = make_engine(url, pool_size=workers + 1)
     try:
-        result = compact_to_clean(engine, workers, batch, t1 + 2 * 86_400, label=" (outage)")
+        result = compact_to_clean(engine, workers, batch, now, label=label)
     finally:
         engine.dispose()
-    result.update(facts=n, late_facts=sum(late), dirty_minutes=dirty,
-                  facts_per_s=round(n / result["seconds"], 1) if result["seconds"] else None)
+    result.update(facts=facts, facts_per_s=round(facts / result["seconds"], 1) if result["seconds"] else None)
     return result

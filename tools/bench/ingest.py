@@ -19,7 +19,6 @@ from libs.db.engine import make_engine
 from services.ingest.importer import IMPORT_BATCH
 from tools.bench.stats import summarize_ms
 
-BATCH = IMPORT_BATCH  # `canal import`'s default batch
 PROFILE_FUNCTIONS = {
     "admission (parse + id + BIP-340 + zap checks)": "admit_items",
     "storage without the lock (COPY events, side rows, profiles, rejects)": "store_batch",
@@ -128,7 +127,7 @@ def _file_job(path: str, url: str) -> dict[str, Any]:
     engine = make_engine(url, pool_size=3)
     try:
         t0 = time.time()
-        summary = import_file(path, engine, batch=BATCH, progress=False)
+        summary = import_file(path, engine, batch=IMPORT_BATCH, progress=False)
         t1 = time.time()
     finally:
         engine.dispose()
@@ -294,7 +293,7 @@ def relay_ingest(pool: IngestPool, url: str, events_path: Path, count: int, proc
 # ------------------------------------------------------------------------------------- profiling
 
 def profile_ingest(url: str, path: Path, limit: int) -> dict[str, Any]:
-    """cProfile of IngestStore.ingest on batches of BATCH in this thread: where an event's time goes."""
+    """cProfile of IngestStore.ingest on batches of IMPORT_BATCH (`canal import`'s) in this thread: where an event's time goes."""
     from services.ingest.lines import read_items
     from services.ingest.store import IngestStore
 
@@ -304,8 +303,8 @@ def profile_ingest(url: str, path: Path, limit: int) -> dict[str, Any]:
     prof = cProfile.Profile()
     began = time.perf_counter()
     prof.enable()
-    for i in range(0, len(items), BATCH):
-        store.ingest(items[i: i + BATCH])
+    for i in range(0, len(items), IMPORT_BATCH):
+        store.ingest(items[i: i + IMPORT_BATCH])
     prof.disable()
     wall = time.perf_counter() - began
     engine.dispose()
@@ -316,7 +315,7 @@ def profile_ingest(url: str, path: Path, limit: int) -> dict[str, Any]:
             by_name[func] = max(by_name.get(func, 0.0), cum)
     top = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:12]  # type: ignore[attr-defined]
     return {
-        "events": len(items), "batch": BATCH, "wall_s": round(wall, 3),
+        "events": len(items), "batch": IMPORT_BATCH, "wall_s": round(wall, 3),
         "events_per_s_profiled": round(len(items) / wall, 1) if wall else None,
         "phases_s": {label: round(by_name.get(func, 0.0), 3) for label, func in PROFILE_FUNCTIONS.items()},
         "top_self_time": [{"function": f"{Path(k[0]).name}:{k[2]}", "self_s": round(v[2], 3), "calls": v[1]}
