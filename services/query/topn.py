@@ -3,8 +3,7 @@
 A page is the `limit + 1` rows with the largest value of the sort column (ties by key ascending)
 after the cursor. The window's drilldown plan has coarse buckets (hours, days, 8-day and 64-day blocks:
 the tiers with lists), possibly finer ones, and raw ranges. Every coarse bucket with more facts than its
-tier's list size
-(`TOP_LIST_SIZES`) carries, per drilldown and sort column, a *top list* built by the compactor with
+tier's list size (`TOP_LIST_SIZES`) carries, per drilldown and sort column, a *top list* built by the compactor with
 the bucket's rows: that many keys with the largest positive values, and `bound`, a value no
 unlisted key exceeds in that bucket. Everything else (small coarse buckets, fine buckets, raw facts)
 is the *rest*, aggregated whole by key id.
@@ -182,7 +181,6 @@ def engagement_full(conn: Connection, target: int, dimension: str, column: str, 
         return []
     # The threshold counts keys surely after the cursor (value below it): never above the page's last value.
     below = "" if after is None else "WHERE s.v < :av"
-    cursor = "" if after is None else f" AND (s.v < :av OR (s.v = :av AND {key} > :ak))"
     every = _window_parts(dimension, segments, raw, None, "(SELECT page.k FROM page)")
     out_cols = ", ".join(f"c.{col}" for col in ENGAGEMENT_COLUMNS)
     extra_name = "deleted" if dimension == "note" else "display_name"
@@ -191,7 +189,7 @@ WITH s AS MATERIALIZED (SELECT p.k, sum(p.v)::bigint AS v FROM ({' UNION ALL '.j
 th AS (SELECT s.v FROM s {below} ORDER BY s.v DESC OFFSET :lim LIMIT 1),
 page AS MATERIALIZED (
   SELECT s.k, s.v, {key} AS key{extra} FROM s {join}
-  WHERE s.v >= coalesce((SELECT th.v FROM th), -1){cursor}
+  WHERE s.v >= coalesce((SELECT th.v FROM th), -1){_cursor('v', key, after)}
   ORDER BY s.v DESC, {key} ASC LIMIT :lim + 1),
 c AS (SELECT p.k, {_sums('p')} FROM ({' UNION ALL '.join(every)}) p GROUP BY p.k)
 SELECT page.key, page.{extra_name}, {out_cols} FROM page JOIN c ON c.k = page.k
