@@ -230,8 +230,8 @@ def _write_fact_diff(pg: psycopg.Connection[Any], stored_sources: dict[str, int]
     with pg.pipeline():
         pk_cur = queue_dictionary_ids(pg, "pubkeys", "pubkey", pk_keys)
         nk_cur = queue_dictionary_ids(pg, "notes", "note_key", nk_keys)
-        old_cur = pg.execute(OLD_FACTS, (iarr(stored_sources[k] for k in sorted(stored_sources)),
-                                         arr(sorted(stored_sources)))) if stored_sources else None
+        ids = sorted(stored_sources)
+        old_cur = pg.execute(OLD_FACTS, (iarr(stored_sources[k] for k in ids), arr(ids))) if ids else None
     pk: dict[str, int] = dict(pk_cur.fetchall())
     nk: dict[str, int] = dict(nk_cur.fetchall())
     new: dict[FactKey, FactRow] = {}
