@@ -66,7 +66,14 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
     url = database_url_or_exit(get_settings())
     if args.down_to:
-        downgrade(url, args.down_to)
+        from alembic.util import CommandError
+
+        try:
+            downgrade(url, args.down_to)
+        except CommandError as err:
+            print(f"canal: cannot revert to {args.down_to!r}: {err} (revisions are 0001 to the newest, "
+                  "e.g. 0006; nothing was changed)", file=sys.stderr)
+            return 2
         print(f"migrations reverted to {args.down_to}")
         return 0
     upgrade(url)

@@ -36,3 +36,14 @@ def test_migrate_then_down_to_a_revision_then_up_again(pg_server: str, tmp_path:
     assert _revision(url) == "0006"
     assert _migrate(url, tmp_path).returncode == 0
     assert _revision(url) == head
+
+
+def test_down_to_an_unknown_revision_is_one_clear_line_and_changes_nothing(pg_server: str, tmp_path: Path) -> None:
+    url = with_database(pg_server, f"canal_mig_{uuid.uuid4().hex[:8]}")
+    assert _migrate(url, tmp_path).returncode == 0
+    head = _revision(url)
+    res = _migrate(url, tmp_path, "--down-to", "nonsense")
+    assert res.returncode == 2
+    assert "cannot revert to 'nonsense'" in res.stderr and "nothing was changed" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert _revision(url) == head
